@@ -1,0 +1,492 @@
+"""Pydantic models of the three custom resources, with the admission rules they carry.
+
+Field descriptions and CEL rules here become the CRD's OpenAPI schema (see
+:mod:`mixpanel_dsr.api.crd`), so what the operator parses and what the API
+server admits cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from mixpanel_dsr.mixpanel.types import (
+    MAX_IDS_PER_REQUEST,
+    ComplianceType,
+    DisclosureType,
+    Region,
+    TaskState,
+)
+
+#: Most ids a request may list inline; longer lists belong in a Secret (distinctIdsFrom).
+MAX_INLINE_IDS = 5000
+#: Longest distinct id accepted (Mixpanel documents none; this keeps objects and CEL costs bounded).
+MAX_ID_LENGTH = 255
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+def validations(*rules: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """``json_schema_extra`` carrying CEL rules (and any other x-kubernetes-* keys)."""
+    return {"x-kubernetes-validations": list(rules), **extra} if rules else dict(extra)
+
+
+def immutable(field: str, *, optional: bool) -> dict[str, str]:
+    """A transition rule that refuses any change of ``field`` once the object exists.
+
+    For an optional field ``self.f == oldSelf.f`` alone would not run when the
+    field is added or removed, so presence is compared too.
+    """
+    if optional:
+        rule = (
+            f"has(self.{field}) == has(oldSelf.{field}) && "
+            f"(!has(self.{field}) || self.{field} == oldSelf.{field})"
+        )
+    else:
+        rule = f"self.{field} == oldSelf.{field}"
+    return cel(
+        rule,
+        f"spec.{field} is immutable: create a new request instead",
+        f".{field}",
+        "FieldValueForbidden",
+    )
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        use_enum_values=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready form with camelCase keys and unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    """One observation of the object's state, in the metav1.Condition shape."""
+
+    type: str = Field(
+        description="Type of condition in CamelCase, e.g. Ready, Reconciling, Stalled.",
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+    )
+    status: ConditionStatus = Field(description="Status of the condition: True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="metadata.generation of the object when this condition was set.",
+    )
+    last_transition_time: datetime = Field(
+        description="When the condition last changed from one status to another."
+    )
+    reason: str = Field(
+        description="Programmatic CamelCase identifier of why the condition is as it is.",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+    )
+    message: str = Field(
+        default="",
+        max_length=32768,
+        description="Human-readable details; never holds a token, an export link or a distinct id.",
+    )
+
+
+ConditionList = Annotated[
+    list[Condition],
+    Field(
+        description="Current conditions of the object (Ready, Reconciling, Stalled and domain ones).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+
+
+class SecretKeySelector(Model):
+    """A key of a Secret in the same namespace as the referring object."""
+
+    name: str = Field(
+        description="Name of the Secret.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
+    )
+    key: str = Field(
+        description="Key within the Secret's data.", min_length=1, max_length=253, pattern=SECRET_KEY
+    )
+
+
+# --------------------------------------------------------------------------- projects
+
+
+class CredentialsSecretRef(SecretKeySelector):
+    """The Secret key that holds the project's GDPR OAuth token.
+
+    For a MixpanelProject the Secret is in the project's namespace; for a
+    ClusterMixpanelProject it is in the operator's namespace.
+    """
+
+    key: str = Field(
+        default="token",
+        description="Key within the Secret's data that holds the OAuth token (default token).",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY,
+    )
+
+
+class MixpanelProjectSpec(Model):
+    """A Mixpanel project and the credentials to make GDPR/CCPA requests against it."""
+
+    token: str = Field(
+        description="The project token (public: it ships in client SDKs) that identifies the "
+        "project to Mixpanel's GDPR API.",
+        min_length=1,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9_-]+$",
+    )
+    region: Region = Field(
+        default=Region.US,
+        description="Data residency region of the project (US, EU or IN); calls go to that "
+        "region's host.",
+    )
+    credentials_secret_ref: CredentialsSecretRef = Field(
+        description="Secret key holding the GDPR OAuth token of a project owner or admin.",
+    )
+    token_expires_at: datetime | None = Field(
+        default=None,
+        description="When the OAuth token expires (Mixpanel tokens last one year); drives the "
+        "TokenExpiring condition and metric.",
+    )
+    request_interval: str = Field(
+        default="1200ms",
+        pattern=GO_DURATION,
+        max_length=32,
+        description="Least time between two calls for this project token (creates, status "
+        "checks and cancels share it); Mixpanel allows 1 request/s. A Go duration.",
+        json_schema_extra=validations(
+            cel(
+                "duration(self) >= duration('100ms') && duration(self) <= duration('1h')",
+                "spec.requestInterval must be between 100ms and 1h",
+            )
+        ),
+    )
+    max_ids_per_request: int = Field(
+        default=MAX_IDS_PER_REQUEST,
+        ge=1,
+        le=MAX_IDS_PER_REQUEST,
+        description="Most distinct ids in one Mixpanel task (Mixpanel's limit is 2000; lower "
+        "for projects with Group Analytics).",
+    )
+    max_outstanding_retrievals: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="How many retrieval tasks may be outstanding at once; more are queued "
+        "(Mixpanel limits outstanding retrieval scans per project).",
+    )
+    api_base_url: str | None = Field(
+        default=None,
+        alias="apiBaseURL",
+        max_length=2048,
+        description="Override of the GDPR API base URL (a sandbox or a proxy), e.g. "
+        "http://127.0.0.1:8131/api/app. Empty: the region's Mixpanel host.",
+        json_schema_extra=validations(
+            cel(
+                "isURL(self) && url(self).getScheme() in ['http', 'https']",
+                "spec.apiBaseURL must be an absolute http or https URL",
+            )
+        ),
+    )
+
+
+class MixpanelProjectStatus(Model):
+    """Observed state of a project's credentials and work."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation last reconciled."
+    )
+    conditions: ConditionList | None = None
+    token_expires_at: datetime | None = Field(
+        default=None,
+        description="When the OAuth token expires, from spec.tokenExpiresAt or observed.",
+    )
+    last_verified_time: datetime | None = Field(
+        default=None, description="When Mixpanel last accepted the OAuth token."
+    )
+    queued_ids: int | None = Field(
+        default=None, ge=0, description="Distinct ids waiting to be submitted for this project."
+    )
+    outstanding_tasks: int | None = Field(
+        default=None, ge=0, description="Mixpanel tasks submitted and not yet finished."
+    )
+    outstanding_retrievals: int | None = Field(
+        default=None, ge=0, description="Retrieval tasks submitted and not yet finished."
+    )
+
+
+class MixpanelProject(Model):
+    """A namespaced Mixpanel project (short name mpp)."""
+
+    spec: MixpanelProjectSpec
+    status: MixpanelProjectStatus | None = None
+
+
+class ClusterMixpanelProject(Model):
+    """A cluster-scoped Mixpanel project (short name cmpp); its Secret lives in the
+    operator's namespace."""
+
+    spec: MixpanelProjectSpec
+    status: MixpanelProjectStatus | None = None
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class RequestType(StrEnum):
+    DELETION = "Deletion"
+    RETRIEVAL = "Retrieval"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    SUBMITTED = "Submitted"
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class ProjectReference(Model):
+    """Which MixpanelProject or ClusterMixpanelProject a request is made against."""
+
+    kind: Literal["MixpanelProject", "ClusterMixpanelProject"] = Field(
+        default="MixpanelProject",
+        description="MixpanelProject (same namespace) or ClusterMixpanelProject.",
+    )
+    name: str = Field(
+        description="Name of the project object.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
+    )
+
+
+DistinctId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="A Mixpanel distinct id.",
+        json_schema_extra=validations(
+            cel("self.trim().size() > 0", "distinct ids must not be blank")
+        ),
+    ),
+]
+
+
+class DistinctIdsSource(Model):
+    """Where a long or sensitive list of distinct ids is kept."""
+
+    secret_key_ref: SecretKeySelector = Field(
+        description="Secret key (same namespace) whose value lists the distinct ids, one per "
+        "line or as a JSON array of strings.",
+    )
+
+
+class DataSubjectRequestSpec(Model):
+    """A data subject's request to delete or retrieve their data in one Mixpanel project.
+
+    What is asked (project, type, compliance and disclosure type, ids, receivedAt)
+    is immutable once accepted; ttlSecondsAfterFinished may change and dryRun may be
+    switched off.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.distinctIds) != has(self.distinctIdsFrom)",
+                "exactly one of spec.distinctIds or spec.distinctIdsFrom must be set",
+                reason="FieldValueRequired",
+            ),
+            cel(
+                "!has(self.disclosureType) || (self.type == 'Retrieval' && "
+                "self.complianceType == 'CCPA')",
+                "spec.disclosureType is only allowed for CCPA retrievals "
+                "(type: Retrieval, complianceType: CCPA)",
+                ".disclosureType",
+            ),
+            immutable("projectRef", optional=False),
+            immutable("type", optional=False),
+            immutable("complianceType", optional=False),
+            immutable("disclosureType", optional=True),
+            immutable("distinctIds", optional=True),
+            immutable("distinctIdsFrom", optional=True),
+            immutable("receivedAt", optional=True),
+            cel(
+                "!self.dryRun || oldSelf.dryRun",
+                "spec.dryRun can be switched off to carry out the request, never switched on",
+                ".dryRun",
+                "FieldValueForbidden",
+            ),
+        )
+    )
+
+    project_ref: ProjectReference = Field(description="The Mixpanel project to act on.")
+    type: RequestType = Field(
+        description="Deletion (erase the ids' events and profiles) or Retrieval (export them)."
+    )
+    compliance_type: ComplianceType = Field(
+        default=ComplianceType.GDPR,
+        description="The law the request is made under, GDPR or CCPA; sets the statutory "
+        "deadline (GDPR one month, CCPA 45 days).",
+    )
+    disclosure_type: DisclosureType | None = Field(
+        default=None,
+        description="For CCPA retrievals only: Data (everything), Categories or Sources.",
+    )
+    distinct_ids: (
+        Annotated[
+            list[DistinctId],
+            Field(
+                min_length=1,
+                max_length=MAX_INLINE_IDS,
+                json_schema_extra={"x-kubernetes-list-type": "set"},
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="The data subject's distinct ids, distinct and non-blank. Use "
+        "distinctIdsFrom for long or sensitive lists.",
+    )
+    distinct_ids_from: DistinctIdsSource | None = Field(
+        default=None,
+        description="Read the distinct ids from a Secret instead of listing them inline.",
+    )
+    received_at: datetime | None = Field(
+        default=None,
+        description="When the data subject asked; the statutory clock starts here (default: "
+        "the object's creation).",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delete this object (and its result Secret) this many seconds after it "
+        "finished. Unset: keep it.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Plan the Mixpanel tasks and show them in status without calling Mixpanel.",
+    )
+
+
+class TaskRecord(Model):
+    """One Mixpanel task that covers (part of) this request."""
+
+    batch: str = Field(
+        description="The operator's id of the create call, recorded before calling Mixpanel.",
+        max_length=128,
+    )
+    tracking_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Mixpanel's tracking id; absent while the create call is in flight.",
+    )
+    start: int = Field(ge=0, description="First index (inclusive) of this request's ids in the task.")
+    end: int = Field(ge=0, description="Last index (exclusive) of this request's ids in the task.")
+    state: TaskState | Literal["Planned", "Submitting"] = Field(
+        description="Planned (dry run), Submitting (intent recorded) or Mixpanel's last "
+        "reported state.",
+    )
+    attempt: int = Field(default=1, ge=1, description="Submission attempt for this slice.")
+    task_ids: int | None = Field(
+        default=None, ge=0, description="Ids in the whole Mixpanel task, this request's and others'."
+    )
+    submitted_at: datetime | None = Field(
+        default=None, description="When Mixpanel accepted the task."
+    )
+    checked_at: datetime | None = Field(
+        default=None, description="When the task's state was last read from Mixpanel."
+    )
+    ambiguous: bool | None = Field(
+        default=None,
+        description="True when the create call's outcome was lost (crash or timeout after "
+        "sending): Mixpanel may hold a duplicate task.",
+    )
+
+
+class LocalObjectReference(Model):
+    """A named object in the same namespace."""
+
+    name: str = Field(description="Name of the object.", max_length=253)
+
+
+class DataSubjectRequestStatus(Model):
+    """Observed progress of the request."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation last reconciled."
+    )
+    phase: Phase | None = Field(
+        default=None,
+        description="Pending, Queued, Submitted, InProgress, Succeeded, Failed or Cancelled.",
+    )
+    conditions: ConditionList | None = None
+    ids_total: int | None = Field(default=None, ge=0, description="Distinct ids in the request.")
+    ids_done: int | None = Field(
+        default=None, ge=0, description="Ids whose Mixpanel task reached SUCCESS."
+    )
+    ids_failed: int | None = Field(
+        default=None, ge=0, description="Ids whose task failed beyond the retry budget."
+    )
+    progress: str | None = Field(
+        default=None, max_length=64, description="Ids done/total, for the printer columns."
+    )
+    deadline: datetime | None = Field(
+        default=None,
+        description="Statutory deadline: GDPR one month, CCPA 45 days from receivedAt or "
+        "creation.",
+    )
+    tasks: list[TaskRecord] | None = Field(
+        default=None, description="Every Mixpanel task that covers this request."
+    )
+    result_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="For a finished retrieval: the Secret (owned by this request) that holds "
+        "the export link.",
+    )
+    completion_time: datetime | None = Field(
+        default=None, description="When the request reached Succeeded, Failed or Cancelled."
+    )
+
+
+class DataSubjectRequest(Model):
+    """A GDPR/CCPA data subject request against one Mixpanel project (short name dsr)."""
+
+    spec: DataSubjectRequestSpec
+    status: DataSubjectRequestStatus | None = None

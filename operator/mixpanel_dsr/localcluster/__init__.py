@@ -1,0 +1,13 @@
+"""A real, local Kubernetes control plane (etcd + kube-apiserver + kubectl) for tests and demos.
+
+The binaries are built from the Go module proxy at the versions pinned in the
+repository's ``controlplane/go.mod`` and cached outside the repository, keyed
+by those versions, so a machine builds them once (see :mod:`.build`).
+There is no kubelet and no controller-manager: no pods run, no garbage
+collection happens. That is all an operator's API-level tests need.
+"""
+
+from mixpanel_dsr.localcluster.build import Binaries, ensure_binaries
+from mixpanel_dsr.localcluster.controlplane import ControlPlane
+
+__all__ = ["Binaries", "ControlPlane", "ensure_binaries"]
