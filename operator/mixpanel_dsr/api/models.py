@@ -27,11 +27,13 @@ MAX_INLINE_IDS = 5000
 #: Longest distinct id accepted (Mixpanel documents none; this keeps objects and CEL costs bounded).
 MAX_ID_LENGTH = 255
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+SECRET_DATA_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern, not a secret
 GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+def cel(
+    rule: str, message: str, field_path: str | None = None, reason: str | None = None
+) -> dict[str, str]:
     """One ``x-kubernetes-validations`` entry."""
     entry = {"rule": rule, "message": message}
     if field_path:
@@ -125,7 +127,8 @@ class Condition(Model):
 ConditionList = Annotated[
     list[Condition],
     Field(
-        description="Current conditions of the object (Ready, Reconciling, Stalled and domain ones).",
+        description="Current conditions of the object (Ready, Reconciling, Stalled and domain "
+        "ones).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     ),
 ]
@@ -138,7 +141,10 @@ class SecretKeySelector(Model):
         description="Name of the Secret.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
     )
     key: str = Field(
-        description="Key within the Secret's data.", min_length=1, max_length=253, pattern=SECRET_KEY
+        description="Key within the Secret's data.",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_DATA_KEY,
     )
 
 
@@ -157,7 +163,7 @@ class CredentialsSecretRef(SecretKeySelector):
         description="Key within the Secret's data that holds the OAuth token (default token).",
         min_length=1,
         max_length=253,
-        pattern=SECRET_KEY,
+        pattern=SECRET_DATA_KEY,
     )
 
 
@@ -192,7 +198,9 @@ class MixpanelProjectSpec(Model):
         "checks and cancels share it); Mixpanel allows 1 request/s. A Go duration.",
         json_schema_extra=validations(
             cel(
-                "duration(self) >= duration('100ms') && duration(self) <= duration('1h')",
+                # The pattern refuses what is no duration; don't let CEL fail on it too.
+                f"!self.matches(r'{GO_DURATION}') || "
+                "(duration(self) >= duration('100ms') && duration(self) <= duration('1h'))",
                 "spec.requestInterval must be between 100ms and 1h",
             )
         ),
@@ -292,7 +300,10 @@ class ProjectReference(Model):
         description="MixpanelProject (same namespace) or ClusterMixpanelProject.",
     )
     name: str = Field(
-        description="Name of the project object.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
+        description="Name of the project object.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
     )
 
 
@@ -331,7 +342,6 @@ class DataSubjectRequestSpec(Model):
             cel(
                 "has(self.distinctIds) != has(self.distinctIdsFrom)",
                 "exactly one of spec.distinctIds or spec.distinctIdsFrom must be set",
-                reason="FieldValueRequired",
             ),
             cel(
                 "!has(self.disclosureType) || (self.type == 'Retrieval' && "
@@ -417,7 +427,9 @@ class TaskRecord(Model):
         max_length=256,
         description="Mixpanel's tracking id; absent while the create call is in flight.",
     )
-    start: int = Field(ge=0, description="First index (inclusive) of this request's ids in the task.")
+    start: int = Field(
+        ge=0, description="First index (inclusive) of this request's ids in the task."
+    )
     end: int = Field(ge=0, description="Last index (exclusive) of this request's ids in the task.")
     state: TaskState | Literal["Planned", "Submitting"] = Field(
         description="Planned (dry run), Submitting (intent recorded) or Mixpanel's last "
@@ -425,7 +437,9 @@ class TaskRecord(Model):
     )
     attempt: int = Field(default=1, ge=1, description="Submission attempt for this slice.")
     task_ids: int | None = Field(
-        default=None, ge=0, description="Ids in the whole Mixpanel task, this request's and others'."
+        default=None,
+        ge=0,
+        description="Ids in the whole Mixpanel task, this request's and others'.",
     )
     submitted_at: datetime | None = Field(
         default=None, description="When Mixpanel accepted the task."
@@ -469,8 +483,7 @@ class DataSubjectRequestStatus(Model):
     )
     deadline: datetime | None = Field(
         default=None,
-        description="Statutory deadline: GDPR one month, CCPA 45 days from receivedAt or "
-        "creation.",
+        description="Statutory deadline: GDPR one month, CCPA 45 days from receivedAt or creation.",
     )
     tasks: list[TaskRecord] | None = Field(
         default=None, description="Every Mixpanel task that covers this request."

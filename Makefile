@@ -1,0 +1,66 @@
+# Everything a fresh machine needs is installed by these targets themselves:
+# uv (pinned, into .tools/), the locked Python dependencies (into .venv/), and
+# the control plane (built from the Go module proxy, cached outside the repo).
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help install controlplane test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
+
+help:
+	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
+	@echo "make test     lint, type-check and run every test (builds the control plane on first use)"
+	@echo "make cluster  a local kube-apiserver + etcd with the CRDs installed, until Ctrl-C"
+	@echo "make sandbox  the Mixpanel sandbox alone"
+	@echo "make crds     regenerate crds/ from the pydantic models"
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --extra dev --quiet
+	touch $@
+
+install: $(VENV)/.installed
+
+controlplane: install
+	$(PY) -m mixpanel_dsr.localcluster build
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: lint typecheck controlplane
+	$(VENV)/bin/pytest
+
+test-unit: install
+	$(VENV)/bin/pytest -m "not e2e"
+
+test-e2e: controlplane
+	$(VENV)/bin/pytest -m e2e
+
+fmt: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+crds: install
+	$(PY) -m mixpanel_dsr.api.crd --out crds
+
+cluster: controlplane
+	$(PY) -m mixpanel_dsr.localcluster run
+
+sandbox: install
+	$(VENV)/bin/mixpanel-sandbox
+
+demo: controlplane
+	$(PY) -m mixpanel_dsr.demo
+
+clean:
+	rm -rf .venv .tools .local .mypy_cache .ruff_cache .pytest_cache
