@@ -51,7 +51,7 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 
 crds: install
-	$(PY) -m mixpanel_dsr.api.crd --out crds
+	$(PY) -m mixpanel_dsr.api.crd --out crds --docs docs/api.md
 
 cluster: controlplane
 	$(PY) -m mixpanel_dsr.localcluster run

@@ -1,6 +1,6 @@
 """Generate the CustomResourceDefinitions in ``crds/`` from the pydantic models.
 
-``python -m mixpanel_dsr.api.crd --out crds`` rewrites them; a test checks that
+``python -m mixpanel_dsr.api.crd --out crds`` rewrites them (and docs/api.md); a test checks that
 the committed files equal what this module generates, so the schema the API
 server enforces and the models the operator parses are one thing.
 """
@@ -213,13 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=Path("crds"), help="folder to write into")
     parser.add_argument(
+        "--docs", type=Path, default=Path("docs/api.md"), help="field reference to write"
+    )
+    parser.add_argument(
         "--check", action="store_true", help="exit 1 if the folder differs from the models"
     )
     args = parser.parse_args(argv)
+    from mixpanel_dsr.api import reference
+
+    outputs = {args.out / name: render(crd) for name, crd in all_crds().items()}
+    outputs[args.docs] = reference.render()
     stale = []
-    for name, crd in all_crds().items():
-        path = args.out / name
-        text = render(crd)
+    for path, text in outputs.items():
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(str(path))
