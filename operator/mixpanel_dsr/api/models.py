@@ -415,6 +415,9 @@ class DataSubjectRequestSpec(Model):
     )
 
 
+OperatorTaskState = Literal["Planned", "Submitting", "Lost", "Superseded"]
+
+
 class TaskRecord(Model):
     """One Mixpanel task that covers (part of) this request."""
 
@@ -431,9 +434,11 @@ class TaskRecord(Model):
         ge=0, description="First index (inclusive) of this request's ids in the task."
     )
     end: int = Field(ge=0, description="Last index (exclusive) of this request's ids in the task.")
-    state: TaskState | Literal["Planned", "Submitting"] = Field(
-        description="Planned (dry run), Submitting (intent recorded) or Mixpanel's last "
-        "reported state.",
+    state: TaskState | OperatorTaskState = Field(
+        description="Mixpanel's last reported state, or the operator's: Planned (dry run), "
+        "Submitting (intent recorded, create in flight), Lost (the create's outcome was lost; "
+        "the ids were re-queued), Superseded (the task no longer serves this request, e.g. "
+        "cancelled with a deleted neighbour; the ids were re-queued).",
     )
     attempt: int = Field(default=1, ge=1, description="Submission attempt for this slice.")
     task_ids: int | None = Field(
@@ -446,6 +451,11 @@ class TaskRecord(Model):
     )
     checked_at: datetime | None = Field(
         default=None, description="When the task's state was last read from Mixpanel."
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Why the task ended as it did, when Mixpanel or the operator said.",
     )
     ambiguous: bool | None = Field(
         default=None,

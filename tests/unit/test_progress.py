@@ -1,0 +1,173 @@
+"""Status mapping: task records -> phase, counts and conditions (kstatus/Argo CD shaped)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mixpanel_dsr.api.models import ConditionStatus, Phase, TaskRecord
+from mixpanel_dsr.conditions import get_condition
+from mixpanel_dsr.deadlines import add_months, deadline
+from mixpanel_dsr.mixpanel.types import ComplianceType
+from mixpanel_dsr.planning import Range
+from mixpanel_dsr.progress import Blocker, compose_status, tally
+
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+
+
+def rec(start: int, end: int, state: str, attempt: int = 1, **kw: object) -> TaskRecord:
+    return TaskRecord.model_validate(
+        {"batch": "b", "start": start, "end": end, "state": state, "attempt": attempt, **kw}
+    )
+
+
+def status(total: int, records: list[TaskRecord], **kw: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = {
+        "generation": 3,
+        "total": total,
+        "records": records,
+        "max_attempts": 3,
+        "dry_run": False,
+        "deadline": NOW + timedelta(days=20),
+        "now": NOW,
+        "at_risk_margin": timedelta(days=7),
+    }
+    args.update(kw)
+    return compose_status(None, **args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("records", "phase"),
+    [
+        ([], Phase.QUEUED),
+        ([rec(0, 4, "Submitting")], Phase.SUBMITTED),
+        ([rec(0, 2, "PENDING")], Phase.SUBMITTED),  # half queued, half submitted
+        ([rec(0, 4, "STAGING")], Phase.SUBMITTED),
+        ([rec(0, 4, "STARTED")], Phase.IN_PROGRESS),
+        ([rec(0, 2, "SUCCESS"), rec(2, 4, "PENDING")], Phase.IN_PROGRESS),
+        ([rec(0, 4, "SUCCESS")], Phase.SUCCEEDED),
+        ([rec(0, 4, "FAILURE", 3)], Phase.FAILED),
+        ([rec(0, 4, "FAILURE", 1)], Phase.QUEUED),  # retried
+        ([rec(0, 4, "REVOKED")], Phase.CANCELLED),
+        ([rec(0, 4, "Lost", ambiguous=True)], Phase.QUEUED),
+        ([rec(0, 4, "FAILURE", 1), rec(0, 4, "SUCCESS", 2)], Phase.SUCCEEDED),
+    ],
+)
+def test_phase_follows_the_tasks(records: list[TaskRecord], phase: Phase) -> None:
+    assert status(4, records).phase is phase
+
+
+def test_ready_only_when_every_id_succeeded() -> None:
+    partial = status(4, [rec(0, 3, "SUCCESS"), rec(3, 4, "STARTED")])
+    ready = get_condition(partial.conditions, "Ready")
+    assert ready is not None
+    assert ready.status is ConditionStatus.FALSE
+    assert partial.progress == "3/4"
+    assert get_condition(partial.conditions, "Reconciling") is not None
+    assert get_condition(partial.conditions, "Stalled") is None
+    done = status(4, [rec(0, 4, "SUCCESS")])
+    ready = get_condition(done.conditions, "Ready")
+    assert ready is not None
+    assert ready.status is ConditionStatus.TRUE
+    assert ready.observed_generation == 3
+    assert done.observed_generation == 3
+    assert done.completion_time == NOW
+    assert get_condition(done.conditions, "Reconciling") is None
+
+
+def test_failure_beyond_retries_stalls_with_the_reason() -> None:
+    failed = status(2, [rec(0, 2, "FAILURE", 3, message="Mixpanel: check the input")])
+    assert failed.phase is Phase.FAILED
+    assert failed.ids_failed == 2
+    stalled = get_condition(failed.conditions, "Stalled")
+    assert stalled is not None
+    assert stalled.reason == "TaskFailed"
+    assert "check the input" in stalled.message
+
+
+def test_a_blocker_stalls_without_losing_progress() -> None:
+    blocked = status(2, [], blocker=Blocker("ProjectNotFound", "MixpanelProject web not found"))
+    assert blocked.phase is Phase.PENDING
+    stalled = get_condition(blocked.conditions, "Stalled")
+    assert stalled is not None
+    assert stalled.reason == "ProjectNotFound"
+    assert get_condition(blocked.conditions, "Reconciling") is None
+    waiting = status(2, [], blocker=Blocker("WaitingForRetrievalSlot", "2 ahead", transient=True))
+    assert get_condition(waiting.conditions, "Stalled") is None
+    assert get_condition(waiting.conditions, "Reconciling") is not None
+
+
+def test_retry_attempts_and_requeues_are_tracked() -> None:
+    t = tally(6, [rec(0, 2, "FAILURE", 1), rec(2, 4, "Superseded", 2), rec(4, 6, "SUCCESS")], 3)
+    assert t.pending == [(Range(0, 2), 2), (Range(2, 4), 2)]
+    assert t.done == 2
+
+
+def test_newer_records_override_older_ones_for_part_of_a_range() -> None:
+    t = tally(4, [rec(0, 4, "FAILURE", 1), rec(0, 1, "PENDING", 2), rec(1, 4, "PENDING", 2)], 3)
+    assert t.in_flight == 4
+    assert t.pending == []
+
+
+def test_deadline_conditions() -> None:
+    soon = status(1, [], deadline=NOW + timedelta(days=2))
+    risk = get_condition(soon.conditions, "DeadlineAtRisk")
+    assert risk is not None
+    assert (risk.status, risk.reason) == (ConditionStatus.TRUE, "DeadlineNear")
+    late = status(1, [], deadline=NOW - timedelta(hours=1))
+    risk = get_condition(late.conditions, "DeadlineAtRisk")
+    assert risk is not None
+    assert risk.reason == "DeadlinePassed"
+    fine = status(1, [])
+    risk = get_condition(fine.conditions, "DeadlineAtRisk")
+    assert risk is not None
+    assert risk.status is ConditionStatus.FALSE
+
+
+def test_transition_time_moves_only_on_change() -> None:
+    first = status(2, [rec(0, 2, "PENDING")])
+    later = compose_status(
+        first,
+        generation=3,
+        total=2,
+        records=[rec(0, 2, "STARTED")],
+        max_attempts=3,
+        dry_run=False,
+        deadline=None,
+        now=NOW + timedelta(hours=1),
+        at_risk_margin=timedelta(days=7),
+    )
+    before = get_condition(first.conditions, "Ready")
+    after = get_condition(later.conditions, "Ready")
+    assert before is not None
+    assert after is not None
+    assert after.last_transition_time == before.last_transition_time
+    assert after.reason == "InProgress"
+
+
+def test_possible_duplicate_is_shown() -> None:
+    s = status(2, [rec(0, 2, "Lost", ambiguous=True), rec(0, 2, "PENDING")])
+    dup = get_condition(s.conditions, "PossibleDuplicate")
+    assert dup is not None
+    assert dup.reason == "CreateOutcomeLost"
+
+
+@pytest.mark.parametrize(
+    ("compliance", "received", "due"),
+    [
+        (ComplianceType.GDPR, datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 28, tzinfo=UTC)),
+        (
+            ComplianceType.GDPR,
+            datetime(2026, 12, 15, tzinfo=UTC),
+            datetime(2027, 1, 15, tzinfo=UTC),
+        ),
+        (ComplianceType.CCPA, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)),
+    ],
+)
+def test_statutory_deadlines(compliance: ComplianceType, received: datetime, due: datetime) -> None:
+    assert deadline(compliance, received) == due
+
+
+def test_add_months_leap_year() -> None:
+    assert add_months(datetime(2028, 1, 31, tzinfo=UTC), 1).day == 29
