@@ -503,6 +503,12 @@ class DataSubjectRequestStatus(Model):
         description="For a finished retrieval: the Secret (owned by this request) that holds "
         "the export link.",
     )
+    ids_digest: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Hash of the distinct ids as first read; a Secret changed afterwards "
+        "is refused rather than mixing two lists.",
+    )
     completion_time: datetime | None = Field(
         default=None, description="When the request reached Succeeded, Failed or Cancelled."
     )

@@ -113,7 +113,7 @@ def _build(target: Path, k8s_version: str, *, log: bool) -> None:
     if log:
         print(
             f"building kube-apiserver, kubectl and etcd ({k8s_version}) from the Go module "
-            f"proxy into {target}; once per machine, about 10 minutes on 2 cores ...",
+            f"proxy into {target}; once per machine, about 5 minutes on 2 cores ...",
             file=sys.stderr,
             flush=True,
         )
