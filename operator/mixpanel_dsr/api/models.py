@@ -463,6 +463,10 @@ class TaskRecord(Model):
         "sending): Mixpanel may hold a duplicate task.",
     )
 
+    def but(self, **changes: object) -> TaskRecord:
+        """A validated copy with ``changes`` (field names, not aliases)."""
+        return TaskRecord.model_validate({**self.model_dump(), **changes})
+
 
 class LocalObjectReference(Model):
     """A named object in the same namespace."""

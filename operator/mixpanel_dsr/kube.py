@@ -1,0 +1,212 @@
+"""Kubernetes I/O: the few API calls the engine makes, each run off the event loop.
+
+kopf delivers the objects; this module reads Secrets and projects, writes
+status, owned Secrets and Events. Nothing here logs a Secret's value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from mixpanel_dsr.api import API_VERSION, GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+PLURALS = {
+    "DataSubjectRequest": "datasubjectrequests",
+    "MixpanelProject": "mixpanelprojects",
+    "ClusterMixpanelProject": "clustermixpanelprojects",
+}
+FIELD_MANAGER = "mixpanel-dsr-operator"
+
+
+class SecretProblem(Exception):
+    """A Secret or its key cannot be read; ``reason`` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def load_config() -> None:
+    """In-cluster credentials when running in a pod, else the kubeconfig."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class Kube:
+    """Async wrappers over the synchronous kubernetes client."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self._api = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self._api)
+        self.custom = client.CustomObjectsApi(self._api)
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ Secrets
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of one key of a Secret; :class:`SecretProblem` if unreadable."""
+        try:
+            secret = await self._run(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                raise SecretProblem(
+                    "SecretNotFound", f"Secret {namespace}/{name} not found"
+                ) from None
+            if err.status == 403:
+                raise SecretProblem(
+                    "SecretForbidden", f"the operator may not read Secret {namespace}/{name}"
+                ) from None
+            raise SecretProblem(
+                "SecretUnreadable", f"reading Secret {namespace}/{name}: HTTP {err.status}"
+            ) from None
+        data = secret.data or {}
+        if key not in data:
+            raise SecretProblem(
+                "SecretKeyNotFound", f"Secret {namespace}/{name} has no key {key!r}"
+            )
+        try:
+            return base64.b64decode(data[key]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise SecretProblem(
+                "SecretKeyNotText", f"key {key!r} of Secret {namespace}/{name} is not UTF-8 text"
+            ) from None
+
+    async def put_owned_secret(
+        self, owner: dict[str, Any], name: str, data: dict[str, str], labels: dict[str, str]
+    ) -> None:
+        """Create or replace a Secret owned by ``owner`` (its namespace, an ownerReference)."""
+        meta = owner["metadata"]
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace=meta["namespace"],
+                labels=labels,
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version=API_VERSION,
+                        kind="DataSubjectRequest",
+                        name=meta["name"],
+                        uid=meta["uid"],
+                        controller=True,
+                        block_owner_deletion=True,
+                    )
+                ],
+            ),
+            type="Opaque",
+            string_data=data,
+        )
+        try:
+            await self._run(self.core.create_namespaced_secret, meta["namespace"], body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            await self._run(self.core.replace_namespaced_secret, name, meta["namespace"], body)
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            await self._run(self.core.delete_namespaced_secret, name, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    # ------------------------------------------------------------------ custom objects
+
+    async def get_project(
+        self, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        try:
+            if kind == "ClusterMixpanelProject":
+                obj = await self._run(
+                    self.custom.get_cluster_custom_object, GROUP, VERSION, PLURALS[kind], name
+                )
+            else:
+                obj = await self._run(
+                    self.custom.get_namespaced_custom_object,
+                    GROUP, VERSION, namespace, PLURALS[kind], name,
+                )  # fmt: skip
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def patch_status(
+        self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> bool:
+        """Merge-patch ``status``; False when the object is gone."""
+        body = {"status": status}
+        try:
+            if namespace is None:
+                await self._run(
+                    self.custom.patch_cluster_custom_object_status,
+                    GROUP, VERSION, PLURALS[kind], name, body,
+                )  # fmt: skip
+            else:
+                await self._run(
+                    self.custom.patch_namespaced_custom_object_status,
+                    GROUP, VERSION, namespace, PLURALS[kind], name, body,
+                )  # fmt: skip
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def delete_request(self, namespace: str, name: str) -> None:
+        try:
+            await self._run(
+                self.custom.delete_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURALS["DataSubjectRequest"], name,
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    # ------------------------------------------------------------------ Events
+
+    async def event(
+        self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """Record a core/v1 Event about ``obj``. Failures are logged, never raised."""
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=obj.get("apiVersion", API_VERSION),
+                kind=obj.get("kind"),
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=FIELD_MANAGER),
+            reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER,
+        )
+        try:
+            await self._run(self.core.create_namespaced_event, namespace, body)
+        except ApiException as err:
+            log.warning(
+                "could not record Event %s on %s: HTTP %s", reason, meta["name"], err.status
+            )

@@ -1,0 +1,68 @@
+"""The operator's run-time settings (flags and environment of ``dsr-operator run``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from mixpanel_dsr.mixpanel.types import REGION_BASE_URLS, Region
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like ``1500ms``, ``30s``, ``6h``, ``1h30m`` or a plain number."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 6h)")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def parse_region_urls(text: str) -> dict[Region, str]:
+    """``US=http://…,EU=http://…`` into a region -> base URL map."""
+    urls: dict[Region, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        region, sep, url = item.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ValueError(f"expected REGION=URL, got {item!r}")
+        urls[Region(region.strip().upper())] = url.strip()
+    return urls
+
+
+@dataclass
+class Settings:
+    """Everything the engine may be tuned by; defaults suit production."""
+
+    #: Namespace the operator runs in: where ClusterMixpanelProject Secrets live.
+    operator_namespace: str = "mixpanel-dsr-system"
+    #: Base URL per region; the sandbox or a proxy may replace Mixpanel's hosts.
+    region_urls: dict[Region, str] = field(default_factory=lambda: dict(REGION_BASE_URLS))
+    #: Deletions wait this long without new ids arriving before they are packed and sent.
+    packing_quiet: float = 10.0
+    #: ... but never longer than this after the first waiting id.
+    packing_max_wait: float = 120.0
+    #: First status check this long after submission; then backing off by ``poll_factor``.
+    poll_initial: float = 60.0
+    poll_max: float = 6 * 3600.0
+    poll_factor: float = 2.0
+    #: A failed slice is submitted this many times in all before the request fails.
+    max_attempts: int = 3
+    #: DeadlineAtRisk when less than this is left before the statutory deadline.
+    deadline_margin: timedelta = timedelta(days=7)
+    #: How often a Ready project's token is checked with Mixpanel.
+    verify_interval: float = 6 * 3600.0
+    #: How often a project that is not Ready is checked again (Secret fixed, token rotated).
+    retry_interval: float = 30.0
+    #: TokenExpiring when the OAuth token expires within this.
+    token_warning: timedelta = timedelta(days=30)
+    #: Deleting a request waits at most this long to cancel its Mixpanel tasks.
+    finalizer_timeout: float = 120.0
+    #: Engine wake-up period.
+    tick: float = 1.0
