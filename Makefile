@@ -1,6 +1,7 @@
 # Everything a fresh machine needs is installed by these targets themselves:
 # uv (pinned, into .tools/), the locked Python dependencies (into .venv/), and
-# the control plane (built from the Go module proxy, cached outside the repo).
+# the control plane and helm + kstatus (built from the Go module proxy, cached
+# outside the repo).
 
 PYTHON ?= python3
 UV_VERSION := 0.13.8
@@ -8,7 +9,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install controlplane test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
+.PHONY: help install controlplane gotools test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
 
 help:
 	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
@@ -30,6 +31,10 @@ install: $(VENV)/.installed
 controlplane: install
 	$(PY) -m mixpanel_dsr.localcluster build
 
+# helm and kstatus for the chart and GitOps tests (gotools/; about 2 minutes cold).
+gotools: install
+	$(PY) -m mixpanel_dsr.localcluster tools
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -37,13 +42,13 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: lint typecheck controlplane
+test: lint typecheck controlplane gotools
 	$(VENV)/bin/pytest
 
 test-unit: install
 	$(VENV)/bin/pytest -m "not e2e"
 
-test-e2e: controlplane
+test-e2e: controlplane gotools
 	$(VENV)/bin/pytest -m e2e
 
 fmt: install

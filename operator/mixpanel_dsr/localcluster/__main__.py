@@ -1,6 +1,7 @@
 """``python -m mixpanel_dsr.localcluster``: build, or run a local control plane until Ctrl-C.
 
 python -m mixpanel_dsr.localcluster build   # build the pinned binaries (once per machine)
+python -m mixpanel_dsr.localcluster tools   # build helm and kstatus from gotools/ (ditto)
 python -m mixpanel_dsr.localcluster run     # etcd + kube-apiserver, CRDs installed
 """
 
@@ -12,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mixpanel_dsr.localcluster.build import ensure_binaries
+from mixpanel_dsr.localcluster.build import ensure_binaries, ensure_tools
 from mixpanel_dsr.localcluster.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,11 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mixpanel_dsr.localcluster")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build kube-apiserver, kubectl and etcd (cached per machine)")
+    sub.add_parser("tools", help="build helm and kstatus from gotools/ (cached per machine)")
     run = sub.add_parser("run", help="run etcd + kube-apiserver until Ctrl-C")
     run.add_argument("--state-dir", type=Path, default=REPO / ".local", help="kubeconfig goes here")
     run.add_argument("--no-crds", action="store_true", help="do not install the CRDs")
     args = parser.parse_args(argv)
 
+    if args.command == "tools":
+        tools = ensure_tools()
+        print(tools.helm)
+        print(tools.kstatus)
+        return 0
     binaries = ensure_binaries()
     if args.command == "build":
         for path in (binaries.kube_apiserver, binaries.etcd, binaries.kubectl):
