@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from prometheus_client import start_http_server
 
 from mixpanel_dsr import __version__
+from mixpanel_dsr.metrics import LEADER
 from mixpanel_dsr.settings import Settings, parse_duration, parse_region_urls
+
+if TYPE_CHECKING:
+    from mixpanel_dsr.leader import LeaderElector
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,7 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("PEERING"),
         help="kopf peering name for several replicas (default: standalone)",
     )
-    run.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=int(_env("PRIORITY", "0") or 0),
+        help="kopf peering priority (env DSR_OPERATOR_PRIORITY)",
+    )
+    run.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=(_env("LEADER_ELECT", "false") or "").lower() in ("1", "true", "yes"),
+        help="run only while holding a Lease, so that replicas never do the same work "
+        "(env DSR_OPERATOR_LEADER_ELECT)",
+    )
+    run.add_argument(
+        "--leader-election-id",
+        default=_env("LEADER_ELECTION_ID", "mixpanel-dsr-operator"),
+        help="name of the Lease (env DSR_OPERATOR_LEADER_ELECTION_ID)",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        default=_env("LEADER_ELECTION_NAMESPACE"),
+        help="namespace of the Lease (default: the operator namespace)",
+    )
     run.add_argument(
         "--mixpanel-region-urls",
         default=_env("MIXPANEL_REGION_URLS", ""),
@@ -143,18 +172,70 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(args.metrics_port)
     memo = kopf.Memo(settings=settings)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            memo=memo,
-            clusterwide=args.all_namespaces or not args.namespace,
-            namespaces=args.namespace,
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            priority=args.priority,
-            liveness_endpoint=liveness,
-        )
+    operator = functools.partial(
+        kopf.operator,
+        registry=registry,
+        memo=memo,
+        clusterwide=args.all_namespaces or not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=liveness,
     )
+    if not args.leader_elect:
+        LEADER.set(1)
+        asyncio.run(operator())
+        return 0
+    from mixpanel_dsr.leader import LeaderElector, default_identity
+
+    elector = LeaderElector(
+        args.leader_election_namespace or args.operator_namespace,
+        args.leader_election_id,
+        default_identity(),
+    )
+    return asyncio.run(run_as_leader(elector, operator, args.health_port))
+
+
+async def _standby_health(port: int) -> Callable[[], Awaitable[None]]:
+    """Answer /healthz while standing by (kopf serves it once this replica leads)."""
+    from aiohttp import web
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    if port:
+        await web.TCPSite(runner, "0.0.0.0", port, reuse_address=True).start()  # noqa: S104
+    return runner.cleanup
+
+
+async def run_as_leader(
+    elector: LeaderElector, operator: Callable[[], Coroutine[Any, Any, None]], health_port: int
+) -> int:
+    """Stand by until the Lease is ours, then run kopf; exit at once if it is lost."""
+    LEADER.set(0)
+    stop_health = await _standby_health(health_port)
+    try:
+        await elector.acquire()
+    finally:
+        await stop_health()
+    LEADER.set(1)
+    holding = asyncio.create_task(elector.hold())
+    running = asyncio.create_task(operator())
+    await asyncio.wait({holding, running}, return_when=asyncio.FIRST_COMPLETED)
+    if holding.done():
+        # Another replica may take over any moment: stop every call now, as a crash
+        # would (all state is in the API server), rather than finish gracefully.
+        logging.getLogger(__name__).error("leadership lost: exiting")
+        logging.shutdown()
+        os._exit(1)
+    holding.cancel()
+    await asyncio.to_thread(elector.release)
+    running.result()
     return 0
 
 

@@ -45,6 +45,12 @@ OUTSTANDING_TASKS = Gauge(
     "mixpanel_dsr_outstanding_tasks", "Mixpanel tasks submitted and not finished", ["project"]
 )
 
+LEADER = Gauge(
+    "mixpanel_dsr_leader",
+    "1 while this replica does the work (holds the leader Lease, or runs without leader "
+    "election); 0 while it stands by",
+)
+
 
 def endpoint_of(method: str, path: str) -> str:
     """A low-cardinality endpoint label from a request: no tracking ids."""

@@ -1,0 +1,192 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, so that replicas never do the same work.
+
+Several replicas of the operator (a Deployment with ``replicas: 2``, or the
+old and new pod of a rolling update) each wait here until they hold the Lease;
+only the holder runs kopf and the engine. The holder renews the Lease every
+``retry_period``; a replica that has not renewed for ``renew_deadline`` exits
+at once (like controller-runtime), well before another may take the Lease
+``lease_duration`` after its last observed change. On a clean exit the holder
+releases the Lease, so the standby takes over within one ``retry_period``.
+
+Expiry is judged on the waiting replica's own monotonic clock from the moment
+it last saw the Lease change (as client-go does), never by comparing clocks
+of two machines.
+
+Why not kopf's peering: kopf pauses every operator of equal priority (all
+replicas of one Deployment share their arguments), and a paused kopf stops
+its watch streams but not the engine's workers, which would keep calling
+Mixpanel for projects they already know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+
+def default_identity() -> str:
+    """The pod's name when the chart passes it (POD_NAME), else host and process id."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """client-go's defaults: 15 s lease, renew within 10 s, try every 2 s."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+class LeaderElector:
+    """Acquire, renew and release one Lease. Methods that call the API run off the loop."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        identity: str,
+        *,
+        timing: Timing | None = None,
+        api: client.CoordinationV1Api | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.timing = timing or Timing()
+        self._api = api or client.CoordinationV1Api()
+        self._clock = clock
+        #: (holder, renewTime, resourceVersion) last seen, and when (our clock).
+        self._observed: tuple[str | None, Any, str | None] | None = None
+        self._observed_at = 0.0
+        self._renewed_at = 0.0
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def _spec(self, *, acquire: bool, transitions: int) -> client.V1LeaseSpec:
+        now = self._now()
+        spec = client.V1LeaseSpec(
+            holder_identity=self.identity,
+            lease_duration_seconds=max(1, round(self.timing.lease_duration)),
+            renew_time=now,
+            lease_transitions=transitions,
+        )
+        if acquire:
+            spec.acquire_time = now
+        return spec
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt: True when this replica holds the Lease afterwards."""
+        try:
+            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as err:
+            if err.status != 404:
+                log.warning("reading Lease %s/%s: HTTP %s", self.namespace, self.name, err.status)
+                return False
+            body = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                spec=self._spec(acquire=True, transitions=0),
+            )
+            try:
+                self._api.create_namespaced_lease(self.namespace, body)
+            except ApiException as create_err:
+                if create_err.status != 409:
+                    log.warning("creating Lease: HTTP %s", create_err.status)
+                return False
+            self._renewed_at = self._clock()
+            return True
+
+        spec = lease.spec or client.V1LeaseSpec()
+        holder = spec.holder_identity or None
+        version = lease.metadata.resource_version if lease.metadata else None
+        observed = (holder, spec.renew_time, version)
+        if observed != self._observed:
+            self._observed, self._observed_at = observed, self._clock()
+        duration = spec.lease_duration_seconds or self.timing.lease_duration
+        held_by_other = holder not in (None, self.identity)
+        if held_by_other and self._clock() < self._observed_at + duration:
+            return False
+        transitions = spec.lease_transitions or 0
+        lease.spec = self._spec(
+            acquire=holder != self.identity,
+            transitions=transitions + 1 if holder != self.identity else transitions,
+        )
+        if holder == self.identity and spec.acquire_time is not None:
+            lease.spec.acquire_time = spec.acquire_time
+        try:
+            # resourceVersion in the body: a concurrent writer makes this fail with 409.
+            self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+        except ApiException as err:
+            if err.status != 409:
+                log.warning("updating Lease: HTTP %s", err.status)
+            return False
+        self._renewed_at = self._clock()
+        return True
+
+    def release(self) -> None:
+        """Give the Lease up (if held) so that a standby takes over at once."""
+        try:
+            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec is None or lease.spec.holder_identity != self.identity:
+                return
+            lease.spec.holder_identity = None
+            lease.spec.lease_duration_seconds = 1
+            lease.spec.renew_time = self._now()
+            self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+            log.info("released leadership (Lease %s/%s)", self.namespace, self.name)
+        except ApiException as err:
+            log.warning("releasing Lease: HTTP %s", err.status)
+
+    # ------------------------------------------------------------------ loops
+
+    def _jittered(self) -> float:
+        return self.timing.retry_period * (1 + 0.2 * random.random())  # noqa: S311 - jitter
+
+    async def acquire(self) -> None:
+        """Return once this replica holds the Lease (waiting as a standby until then)."""
+        waiting_logged = False
+        while not await asyncio.to_thread(self.try_acquire_or_renew):
+            if not waiting_logged:
+                holder = self._observed[0] if self._observed else None
+                log.info(
+                    "standing by: Lease %s/%s is held by %s", self.namespace, self.name, holder
+                )
+                waiting_logged = True
+            await asyncio.sleep(self._jittered())
+        log.info("became leader (Lease %s/%s as %s)", self.namespace, self.name, self.identity)
+
+    async def hold(self) -> None:
+        """Renew until another holds the Lease or renewals failed for ``renew_deadline``."""
+        while True:
+            await asyncio.sleep(self.timing.retry_period)
+            if await asyncio.to_thread(self.try_acquire_or_renew):
+                continue
+            holder = self._observed[0] if self._observed else None
+            if holder not in (None, self.identity):
+                log.error(
+                    "lost leadership: Lease %s/%s is held by %s", self.namespace, self.name, holder
+                )
+                return
+            if self._clock() - self._renewed_at >= self.timing.renew_deadline:
+                log.error(
+                    "lost leadership: Lease %s/%s not renewed for %.0fs",
+                    self.namespace, self.name, self.timing.renew_deadline,
+                )  # fmt: skip
+                return
