@@ -58,6 +58,22 @@ def control_plane() -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="session")
+def solo_control_plane() -> Iterator[ControlPlane]:
+    """A second control plane, with the CRDs, where no session-wide operator runs.
+
+    For tests that run an operator of their own (the image, the chart's RBAC): on the
+    shared one a cluster-wide operator would also act on their objects (and theirs on
+    every other test's ClusterMixpanelProjects). Started only when a test asks for it.
+    """
+    with ControlPlane() as plane:
+        plane.kubectl("apply", "-f", str(CRDS))
+        plane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
+        )  # fmt: skip
+        yield plane
+
+
+@pytest.fixture(scope="session")
 def kube(control_plane: ControlPlane) -> Kube:
     return Kube(control_plane)
 
