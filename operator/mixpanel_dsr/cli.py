@@ -154,6 +154,7 @@ def configure_logging(fmt: str, level: str) -> None:
     root.setLevel(level.upper())
     # httpx logs every URL at INFO; keep it quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -213,6 +213,8 @@ async def poll(engine: Engine, project: Project) -> None:
             log.warning("task %s: status check failed: %s", task.tracking_id, err)
             task.next_check = engine.clock() + task.interval
             continue
+        if project.tasks.get(task.tracking_id) is not task:
+            continue  # cancelled (and its requests re-queued) while this check was in flight
         state = status.state.value
         changed = state != task.state
         task.state = state
@@ -258,7 +260,11 @@ def _update_records(
 ) -> None:
     now = utcnow()
     for n, record in enumerate(request.records):
-        if record.tracking_id == tracking_id and (record.start, record.end) == (start, end):
+        if (
+            record.tracking_id == tracking_id
+            and (record.start, record.end) == (start, end)
+            and record.state != "Superseded"
+        ):
             update: dict[str, object] = {"state": state, "checked_at": now}
             if message:
                 update["message"] = message
