@@ -32,7 +32,10 @@ def parse_region_urls(text: str) -> dict[Region, str]:
         region, sep, url = item.partition("=")
         if not sep or not url.startswith(("http://", "https://")):
             raise ValueError(f"expected REGION=URL, got {item!r}")
-        urls[Region(region.strip().upper())] = url.strip()
+        name = region.strip().upper()
+        if name not in Region.__members__:
+            raise ValueError(f"unknown region {region!r} in {item!r}: use US, EU or IN")
+        urls[Region(name)] = url.strip()
     return urls
 
 
