@@ -1,0 +1,103 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "dsr.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "dsr.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "dsr.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dsr.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dsr.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "dsr.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mixpanel-dsr-operator
+{{- end }}
+
+{{- define "dsr.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dsr.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "dsr.leaseName" -}}
+{{- default (include "dsr.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "dsr.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* The prometheus job label of the metrics Service's targets. */}}
+{{- define "dsr.metricsJob" -}}
+{{- printf "%s-metrics" (include "dsr.fullname" .) }}
+{{- end }}
+
+{{/* Rules on the operator's own resources in a namespace (Role or ClusterRole). */}}
+{{- define "dsr.namespacedRules" -}}
+# Watch requests, keep kopf's finalizer and annotations on them (PATCH), delete finished
+# ones after ttlSecondsAfterFinished.
+- apiGroups: [mixpaneldsr.io]
+  resources: [datasubjectrequests]
+  verbs: [get, list, watch, patch, delete]
+# Watch projects; kopf's annotations (PATCH).
+- apiGroups: [mixpaneldsr.io]
+  resources: [mixpanelprojects]
+  verbs: [get, list, watch, patch]
+# Write status: phase, conditions, counts, Mixpanel task records.
+- apiGroups: [mixpaneldsr.io]
+  resources: [datasubjectrequests/status, mixpanelprojects/status]
+  verbs: [patch]
+# The export Secret is owned by its request with blockOwnerDeletion, which clusters with
+# the OwnerReferencesPermissionEnforcement admission plugin only allow with this.
+- apiGroups: [mixpaneldsr.io]
+  resources: [datasubjectrequests/finalizers]
+  verbs: [update]
+# The export-link Secret <request>-export, owned by the request: written as the links
+# arrive, deleted with the request. Names follow the requests, so no resourceNames.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, update, delete]
+# Events on requests and projects (the operator's and kopf's).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+
+{{/* Rules on the cluster-scoped project kind and kopf's cluster observation. */}}
+{{- define "dsr.clusterRules" -}}
+# Watch cluster-wide projects; kopf's annotations (PATCH); their status.
+- apiGroups: [mixpaneldsr.io]
+  resources: [clustermixpanelprojects]
+  verbs: [get, list, watch, patch]
+- apiGroups: [mixpaneldsr.io]
+  resources: [clustermixpanelprojects/status]
+  verbs: [patch]
+# kopf notices CRDs being installed or removed while it runs.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- end }}

@@ -1,0 +1,144 @@
+"""helm, the chart and an operator run as the chart's ServiceAccount, for the chart tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from mixpanel_dsr.demo import start_sandbox
+from mixpanel_dsr.localcluster import ControlPlane, Tools
+from mixpanel_dsr.localcluster.controlplane import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "mixpanel-dsr-operator"
+
+#: Operator pace for tests: the sandbox's tasks take about a second.
+FAST = [
+    "--packing-quiet", "1s", "--packing-max-wait", "5s",
+    "--poll-initial", "1s", "--poll-max", "2s",
+    "--retry-interval", "2s", "--tick", "0.5s",
+]  # fmt: skip
+
+
+class Helm:
+    """The pinned helm, with its own config and cache folders, against one control plane."""
+
+    def __init__(self, tools: Tools, home: Path, kubeconfig: Path | None = None) -> None:
+        self.binary = tools.helm
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        if kubeconfig:
+            self.env["KUBECONFIG"] = str(kubeconfig)
+
+    def run(
+        self, *args: str, values: dict[str, Any] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        extra = ["-f", "-"] if values is not None else []
+        return subprocess.run(
+            [str(self.binary), *args, *extra],
+            input=yaml.safe_dump(values) if values is not None else None,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=check,
+            timeout=120,
+        )
+
+    def template(
+        self, values: dict[str, Any] | None = None, *args: str, namespace: str = "ops"
+    ) -> list[dict[str, Any]]:
+        out = self.run(
+            "template", "rel", str(CHART), "--namespace", namespace, *args, values=values or {}
+        ).stdout
+        return [d for d in yaml.safe_load_all(out) if d]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {last!r}")
+
+
+@contextmanager
+def sandbox(workdir: Path) -> Iterator[dict[str, str]]:
+    """``mixpanel-sandbox`` with its demo projects on free ports: region -> base URL."""
+    with ExitStack() as stack:
+        yield start_sandbox(stack, workdir, time_scale=0.05)
+
+
+@contextmanager
+def operator_as(
+    kubeconfig: Path, args: list[str], urls: dict[str, str], log: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``dsr-operator run ARGS`` with ``kubeconfig``'s identity; yields (process, metrics port)."""
+    health, metrics = free_port(), free_port()
+    region_urls = ",".join(f"{region}={url}" for region, url in sorted(urls.items()))
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": "chart-test-0"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "mixpanel_dsr.cli", "run", *args,
+                "--mixpanel-region-urls", region_urls,
+                "--health-port", str(health), "--metrics-port", str(metrics), *FAST,
+            ],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+
+        def healthy() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=2).is_success
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 45, "the operator's /healthz")
+        yield proc, metrics
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def phase(plane: ControlPlane, namespace: str, name: str) -> str | None:
+    result = plane.kubectl("get", "dsr", name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    found: str | None = json.loads(result.stdout).get("status", {}).get("phase")
+    return found
+
+
+def sa_identity(plane: ControlPlane, namespace: str, name: str) -> Path:
+    """A client-certificate kubeconfig that authenticates as the ServiceAccount would."""
+    return plane.mint_identity(
+        f"system:serviceaccount:{namespace}:{name}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+    )
