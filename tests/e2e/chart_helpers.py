@@ -93,12 +93,16 @@ def sandbox(workdir: Path) -> Iterator[dict[str, str]]:
 
 @contextmanager
 def operator_as(
-    kubeconfig: Path, args: list[str], urls: dict[str, str], log: Path
+    kubeconfig: Path,
+    args: list[str],
+    urls: dict[str, str],
+    log: Path,
+    pod: str = "chart-test-0",
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``dsr-operator run ARGS`` with ``kubeconfig``'s identity; yields (process, metrics port)."""
     health, metrics = free_port(), free_port()
     region_urls = ",".join(f"{region}={url}" for region, url in sorted(urls.items()))
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": "chart-test-0"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": pod}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -142,3 +146,15 @@ def sa_identity(plane: ControlPlane, namespace: str, name: str) -> Path:
         f"system:serviceaccount:{namespace}:{name}",
         ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
     )
+
+
+def is_leader(metrics_port: int) -> bool | None:
+    """The replica's mixpanel_dsr_leader gauge (None if it does not answer)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("mixpanel_dsr_leader "):
+            return float(line.split()[1]) == 1.0
+    return None

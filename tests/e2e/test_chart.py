@@ -24,6 +24,7 @@ from tests.e2e.chart_helpers import (
     REPO,
     Helm,
     find,
+    is_leader,
     operator_as,
     phase,
     sa_identity,
@@ -511,3 +512,63 @@ def test_rbac_is_enough_to_carry_requests_to_succeeded(
         assert sign not in text, text[-3000:]
     events = json.loads(plane.kubectl("get", "events", "-n", w, "-o", "json").stdout)["items"]
     assert {e["involvedObject"]["name"] for e in events} >= {"export"}
+
+
+def test_two_replicas_one_works_and_the_other_takes_over(
+    scoped: Scoped, sandbox_urls: dict[str, str], tmp_path: Path
+) -> None:
+    """Two replicas with the chart's arguments: one leads, the standby takes over on exit."""
+    s, plane = scoped, scoped.plane
+    w = s.watched
+    deployment = json.loads(
+        plane.kubectl("get", "deployment", s.fullname, "-n", s.ops, "-o", "json").stdout
+    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    kubeconfig = sa_identity(plane, s.ops, s.fullname)
+    _apply(
+        plane,
+        _secret("web-gdpr", w, {"token": "demo-oauth-us"}),
+        {
+            "apiVersion": "mixpaneldsr.io/v1alpha1",
+            "kind": "MixpanelProject",
+            "metadata": {"name": "web", "namespace": w},
+            "spec": {
+                "token": "demo-token-us",
+                "region": "US",
+                "credentialsSecretRef": {"name": "web-gdpr"},
+            },
+        },
+    )
+
+    def request(name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "mixpaneldsr.io/v1alpha1",
+            "kind": "DataSubjectRequest",
+            "metadata": {"name": name, "namespace": w},
+            "spec": {"projectRef": {"name": "web"}, "type": "Deletion", "distinctIds": [name]},
+        }
+
+    with (
+        operator_as(kubeconfig, args, sandbox_urls, tmp_path / "a.log", pod="replica-a") as a,
+        operator_as(kubeconfig, args, sandbox_urls, tmp_path / "b.log", pod="replica-b") as b,
+    ):
+        (proc_a, metrics_a), (_, metrics_b) = a, b
+        wait_until(lambda: is_leader(metrics_a) is True, 30, "replica a to lead")
+        assert is_leader(metrics_b) is False
+        _apply(plane, request("ha-1"))
+        wait_until(lambda: phase(plane, w, "ha-1") == "Succeeded", 30, "ha-1 by replica a")
+        # A clean exit (a rolling update, a drain) hands the Lease over at once.
+        proc_a.terminate()
+        proc_a.wait(timeout=30)
+        wait_until(lambda: is_leader(metrics_b) is True, 15, "replica b to take over")
+        _apply(plane, request("ha-2"))
+        wait_until(lambda: phase(plane, w, "ha-2") == "Succeeded", 30, "ha-2 by replica b")
+        lease = json.loads(
+            plane.kubectl("get", "lease", s.fullname, "-n", s.ops, "-o", "json").stdout
+        )
+        assert lease["spec"]["holderIdentity"] == "replica-b"
+    # The standby never touched Mixpanel or the requests while it stood by.
+    standby_log = (tmp_path / "b.log").read_text()
+    assert "standing by" in standby_log
+    before_takeover = standby_log.split("became leader", 1)[0]
+    assert "ha-1" not in before_takeover
