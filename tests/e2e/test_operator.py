@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import signal
 import zipfile
@@ -402,3 +403,41 @@ def test_metrics_and_logs_hold_counts_not_personal_data(
     log = operator.log.read_text()
     assert secret_id not in log
     assert secret_id not in text
+
+
+def test_a_failing_task_is_retried_then_fails_with_the_reason(scenario: Scenario) -> None:
+    token = scenario.project()
+    sandbox = scenario.sandbox
+    sandbox.post("/settings", {"lifecycle": {"failure_rate": 1.0}})
+    try:
+        scenario.request("doomed", ["f-1"])
+        finished(scenario, "doomed", phase="Failed")
+    finally:
+        sandbox.post("/settings", {"lifecycle": {"failure_rate": 0.0}})
+    status = scenario.dsr("doomed")["status"]
+    assert [(t["attempt"], t["state"]) for t in status["tasks"]] == [
+        (1, "FAILURE"), (2, "FAILURE"), (3, "FAILURE"),
+    ]  # fmt: skip
+    assert status["idsFailed"] == 1
+    stalled = scenario.condition("doomed", "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "TaskFailed"
+    assert "FAILURE" in stalled["message"]
+    assert "Failed" in scenario.event_reasons("doomed")
+    assert len(sandbox.tasks(token)) == 3
+
+
+def test_retrievals_queue_under_the_outstanding_limit(scenario: Scenario) -> None:
+    token = scenario.project(maxOutstandingRetrievals=1)
+    names = [f"export-{n}" for n in range(3)]
+    for name in names:
+        scenario.request(name, [f"{name}-id"], type="Retrieval")
+    finished(scenario, *names, timeout=120)
+    tasks = sorted(scenario.sandbox.tasks(token, kind="retrieval"), key=lambda t: t["created_at"])
+    assert len(tasks) == 3
+    # Never two outstanding at once: each was created after the previous one finished.
+    for earlier, later in itertools.pairwise(tasks):
+        assert later["created_at"] >= earlier["finished_at"]
+    # One person's data per export, never mixed.
+    assert all(t["distinct_id_count"] == 1 for t in tasks)
+    assert "429" not in scenario.sandbox.calls(token)["by_status"]
