@@ -87,7 +87,8 @@ class Kube:
     async def put_owned_secret(
         self, owner: dict[str, Any], name: str, data: dict[str, str], labels: dict[str, str]
     ) -> None:
-        """Create or replace a Secret owned by ``owner`` (its namespace, an ownerReference)."""
+        """Create a Secret owned by ``owner`` (its namespace, an ownerReference), or add
+        ``data`` to it when it exists."""
         meta = owner["metadata"]
         body = client.V1Secret(
             metadata=client.V1ObjectMeta(
@@ -113,7 +114,8 @@ class Kube:
         except ApiException as err:
             if err.status != 409:
                 raise
-            await self._run(self.core.replace_namespaced_secret, name, meta["namespace"], body)
+            patch = {"stringData": data}
+            await self._run(self.core.patch_namespaced_secret, name, meta["namespace"], patch)
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         try:

@@ -46,6 +46,8 @@ class Request:
     deleting: bool = False
     #: Monotonic time since when ids have been waiting to be submitted.
     waiting_since: float | None = None
+    #: Monotonic time before which an unreadable ids Secret is not read again.
+    next_resolve: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -94,6 +96,8 @@ class Project:
     problem: Blocker | None = None
     #: Monotonic time of the next credentials check (0: check now).
     next_verify: float = 0.0
+    #: Monotonic time of the next status write when nothing woke the worker.
+    next_status_write: float = 0.0
     verified_once: bool = False
     #: True once the API server was asked whether the project exists.
     looked_up: bool = False

@@ -36,16 +36,19 @@ log = logging.getLogger(__name__)
 
 #: How long an OAuth token read from its Secret is reused before reading it again.
 TOKEN_CACHE_SECONDS = 5.0
+#: A project's status (queue counts) is refreshed at least this often.
+STATUS_WRITE_SECONDS = 5.0
 
 
 async def run_worker(engine: Engine, project: Project) -> None:
     """The project's loop: wakes on changes or every tick, never dies of one error."""
     while True:
+        woken = False
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(project.wake.wait(), timeout=engine.settings.tick)
+            woken = await asyncio.wait_for(project.wake.wait(), timeout=engine.settings.tick)
         project.wake.clear()
         try:
-            await step(engine, project)
+            await step(engine, project, woken=woken)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -53,7 +56,7 @@ async def run_worker(engine: Engine, project: Project) -> None:
             await asyncio.sleep(engine.settings.retry_interval)
 
 
-async def step(engine: Engine, project: Project) -> None:
+async def step(engine: Engine, project: Project, *, woken: bool = True) -> None:
     requests = engine.requests_of(project)
     if project.spec is None:
         if not project.looked_up or engine.clock() >= project.next_verify:
@@ -65,11 +68,14 @@ async def step(engine: Engine, project: Project) -> None:
     if now >= project.next_verify:
         await verify(engine, project)
         await _commit_all(engine, requests)
-    await _write_project_status(engine, project)
+    if woken or now >= project.next_status_write:
+        project.next_status_write = now + STATUS_WRITE_SECONDS
+        await _write_project_status(engine, project)
     if not project.ready:
         return
     for request in requests:
-        if request.ids is None and not request.deleting:
+        if request.ids is None and not request.deleting and now >= request.next_resolve:
+            request.next_resolve = now + engine.settings.retry_interval
             async with request.lock:
                 await engine.resolve_ids(request)
                 if request.ids is not None:
@@ -136,6 +142,7 @@ def _not_ready(engine: Engine, project: Project, reason: str, message: str) -> N
     project.problem = Blocker(reason, message)
     project.token_cache = None
     project.next_verify = engine.clock() + engine.settings.retry_interval
+    project.wake.set()  # show it in the project's status at once
     if was_ready:
         log.warning("project %s: not ready: %s", project_label(project.key), reason)
 
@@ -274,15 +281,16 @@ def _update_records(
 async def _store_export(engine: Engine, request: Request, tracking_id: str, link: str) -> None:
     """The export link is personal data: into a Secret owned by the request, never status."""
     name = f"{request.name}-export"[:253]
-    existing: dict[str, str] = {}
-    for n, record in enumerate(r for r in request.records if r.tracking_id):
-        if record.tracking_id == tracking_id:
-            existing[f"link-{n}"] = link
-    existing.setdefault("link", link)
+    # One key per Mixpanel task (a request over the id limit has several exports), and
+    # `link` for the usual single one.
+    tasks = {r.tracking_id for r in request.records if r.tracking_id}
+    data = {f"link-{tracking_id}": link}
+    if len(tasks) == 1:
+        data["link"] = link
     await engine.kube.put_owned_secret(
         request.ref(),
         name,
-        {**existing, "trackingId": tracking_id},
+        data,
         labels={"app.kubernetes.io/managed-by": "mixpanel-dsr-operator"},
     )
     from mixpanel_dsr.api.models import LocalObjectReference
