@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install controlplane gotools test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
+.PHONY: help install controlplane gotools bench-planning bench-packing test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
 
 help:
 	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
@@ -69,3 +69,9 @@ demo: controlplane
 
 clean:
 	rm -rf .venv .tools .local .mypy_cache .ruff_cache .pytest_cache
+
+bench-planning: install
+	$(PY) -m benchmarks.bench_planning
+
+bench-packing: controlplane
+	$(PY) -m benchmarks.bench_packing
