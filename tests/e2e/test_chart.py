@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 
@@ -207,6 +208,12 @@ def test_monitoring_objects_with_alerts(helm: Helm) -> None:
     assert limited["for"] == "30m"
     assert alerts["MixpanelDSROperatorDown"]["expr"] == f"absent(up{{{job}}} == 1)"
     assert "mixpanel_dsr_leader" in alerts["MixpanelDSRNoLeader"]["expr"]
+    # Prometheus' grammar accepts every expression.
+    for name, alert in alerts.items():
+        try:
+            promql_parser.parse(alert["expr"])
+        except ValueError as err:
+            pytest.fail(f"{name}: {err}")
     # Every metric an alert names is one the operator exports.
     from mixpanel_dsr import metrics
 
