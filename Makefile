@@ -17,6 +17,7 @@ help:
 	@echo "make cluster  a local kube-apiserver + etcd with the CRDs installed, until Ctrl-C"
 	@echo "make sandbox  the Mixpanel sandbox alone"
 	@echo "make crds     regenerate crds/ from the pydantic models"
+	@echo "make gotools  build helm and kstatus for the chart and GitOps tests (cached, once per machine)"
 
 $(UV):
 	$(PYTHON) -m venv .tools
