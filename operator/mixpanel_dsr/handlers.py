@@ -54,7 +54,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.inactivity_timeout = 600
     operator_settings: Settings = memo["settings"]
-    engine = Engine(operator_settings, Kube())
+    engine = Engine(operator_settings, Kube(events_namespace=operator_settings.operator_namespace))
     engine.start()
     memo["engine"] = engine
 

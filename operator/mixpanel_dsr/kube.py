@@ -46,7 +46,11 @@ def load_config() -> None:
 class Kube:
     """Async wrappers over the synchronous kubernetes client."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(
+        self, api_client: client.ApiClient | None = None, *, events_namespace: str = "default"
+    ) -> None:
+        #: Where Events about cluster-scoped objects go (the operator's namespace).
+        self.events_namespace = events_namespace
         self._api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self._api)
         self.custom = client.CustomObjectsApi(self._api)
@@ -184,7 +188,7 @@ class Kube:
     ) -> None:
         """Record a core/v1 Event about ``obj``. Failures are logged, never raised."""
         meta = obj["metadata"]
-        namespace = meta.get("namespace") or "default"
+        namespace = meta.get("namespace") or self.events_namespace
         now = datetime.now(UTC)
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),

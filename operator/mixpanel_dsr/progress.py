@@ -174,6 +174,12 @@ def compose_status(
         put("Stalled", True, blocker.reason, blocker.message)
     elif phase is Phase.FAILED:
         put("Stalled", True, "TaskFailed", f"{t.failed} ids failed: {t.failure_message}")
+    elif phase is Phase.CANCELLED:
+        put(
+            "Stalled", True, "Cancelled",
+            f"Mixpanel task revoked for {t.cancelled} ids outside the operator; create a new "
+            "request to carry it out",
+        )  # fmt: skip
     else:
         conds = remove_condition(conds, "Stalled")
 

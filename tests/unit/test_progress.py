@@ -171,3 +171,12 @@ def test_statutory_deadlines(compliance: ComplianceType, received: datetime, due
 
 def test_add_months_leap_year() -> None:
     assert add_months(datetime(2028, 1, 31, tzinfo=UTC), 1).day == 29
+
+
+def test_a_task_revoked_outside_the_operator_stalls_the_request() -> None:
+    s = status(2, [rec(0, 2, "REVOKED")])
+    assert s.phase is Phase.CANCELLED
+    stalled = get_condition(s.conditions, "Stalled")
+    assert stalled is not None
+    assert stalled.reason == "Cancelled"
+    assert get_condition(s.conditions, "Reconciling") is None

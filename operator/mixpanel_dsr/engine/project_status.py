@@ -33,6 +33,10 @@ async def write_project_status(engine: Engine, project: Project) -> None:
         put("Stalled", True, project.problem.reason, project.problem.message)
     else:
         put("Ready", False, "Verifying", "checking the token with Mixpanel")
+    if not project.ready and not project.problem:
+        put("Reconciling", True, "Verifying", "checking the token with Mixpanel")
+    else:
+        conds = remove_condition(conds, "Reconciling")
 
     expires = project.spec.token_expires_at
     if expires is None and project.problem and project.problem.reason == "TokenExpired":
