@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,17 +15,10 @@ import yaml
 
 from mixpanel_dsr.demo import start_sandbox
 from mixpanel_dsr.localcluster import ControlPlane, Tools
-from mixpanel_dsr.localcluster.controlplane import free_port
+from tests.e2e.operator_harness import Operator
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "mixpanel-dsr-operator"
-
-#: Operator pace for tests: the sandbox's tasks take about a second.
-FAST = [
-    "--packing-quiet", "1s", "--packing-max-wait", "5s",
-    "--poll-initial", "1s", "--poll-max", "2s",
-    "--retry-interval", "2s", "--tick", "0.5s",
-]  # fmt: skip
 
 
 class Helm:
@@ -73,17 +64,6 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list
     ]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}: {last!r}")
-
-
 @contextmanager
 def sandbox(workdir: Path) -> Iterator[dict[str, str]]:
     """``mixpanel-sandbox`` with its demo projects on free ports: region -> base URL."""
@@ -100,36 +80,13 @@ def operator_as(
     pod: str = "chart-test-0",
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``dsr-operator run ARGS`` with ``kubeconfig``'s identity; yields (process, metrics port)."""
-    health, metrics = free_port(), free_port()
-    region_urls = ",".join(f"{region}={url}" for region, url in sorted(urls.items()))
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": pod}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "mixpanel_dsr.cli", "run", *args,
-                "--mixpanel-region-urls", region_urls,
-                "--health-port", str(health), "--metrics-port", str(metrics), *FAST,
-            ],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    operator = Operator(log.parent, kubeconfig, urls, scope=args, env={"POD_NAME": pod}, log=log)
+    operator.start()
     try:
-
-        def healthy() -> bool:
-            assert proc.poll() is None, log.read_text()
-            try:
-                return httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=2).is_success
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, 45, "the operator's /healthz")
-        yield proc, metrics
+        assert operator.proc is not None
+        yield operator.proc, operator.metrics_port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        operator.stop()
 
 
 def phase(plane: ControlPlane, namespace: str, name: str) -> str | None:

@@ -32,7 +32,7 @@ FAST_FLAGS = [
 
 
 def wait_until(
-    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5, what: str = ""
+    predicate: Callable[[], Any], timeout: float = 60.0, what: str = "", interval: float = 0.5
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` after timeout."""
     deadline = time.monotonic() + timeout
@@ -132,12 +132,19 @@ class Operator:
         kubeconfig: Path,
         region_urls: dict[str, str],
         extra: list[str] | None = None,
+        *,
+        scope: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.kubeconfig = kubeconfig
         self.region_urls = region_urls
         self.extra = extra or []
-        self.log = workdir / "operator.log"
+        #: Which namespaces to serve (and the rest of the deployment's flags).
+        self.scope = scope or ["--all-namespaces", "--operator-namespace", "mixpanel-dsr-system"]
+        self.env = env or {}
+        self.log = log or workdir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.health_port = 0
@@ -145,12 +152,11 @@ class Operator:
     def start(self) -> None:
         self.metrics_port, self.health_port = free_port(), free_port()
         urls = ",".join(f"{r}={u}" for r, u in sorted(self.region_urls.items()))
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "mixpanel_dsr.cli", "run", "--all-namespaces",
-                    "--operator-namespace", "mixpanel-dsr-system",
+                    sys.executable, "-m", "mixpanel_dsr.cli", "run", *self.scope,
                     "--mixpanel-region-urls", urls,
                     "--metrics-port", str(self.metrics_port),
                     "--health-port", str(self.health_port),

@@ -30,8 +30,8 @@ from tests.e2e.chart_helpers import (
     phase,
     sa_identity,
     sandbox,
-    wait_until,
 )
+from tests.e2e.operator_harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
