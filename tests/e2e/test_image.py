@@ -1,7 +1,7 @@
 """The image's install steps, run in a clean virtual environment, make a working operator.
 
 There is no container engine here, so the builder stage's RUN steps run as
-written (offline, from the uv cache `make install` filled), with only the
+written (from PyPI, with hashes required by the lock), with only the
 interpreter and the target folder swapped; then the runtime stage's
 entrypoint starts with its environment against a real kube-apiserver and must
 answer /healthz and /metrics without writing anything into the install.
@@ -58,8 +58,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     context, venv = work / "src", work / "venv"
     context.mkdir()
     _copy_build_context(context, builder.all("COPY"))
-    env = {**os.environ, **builder.env(), "UV_OFFLINE": "1"}
-    env.pop("UV_NO_CACHE", None)  # offline: the cache `make install` filled is the index
+    # Online, like the image build: `uv sync --frozen` fills the cache from the lock's URLs but
+    # not uv's index cache, so offline this fails on a machine that never queried PyPI.
+    env = {**os.environ, **builder.env()}
     env.pop("VIRTUAL_ENV", None)
     env["PATH"] = f"{UV.parent}:{env['PATH']}"
     python = os.path.realpath(sys.executable)
