@@ -17,7 +17,6 @@ from mixpanel_dsr.api.models import (
     DataSubjectRequestStatus,
     MixpanelProject,
     Phase,
-    TaskRecord,
 )
 from mixpanel_dsr.conditions import get_condition
 from mixpanel_dsr.deadlines import deadline
@@ -428,6 +427,3 @@ class Engine:
         if request.status.result_secret_ref:
             await self.kube.delete_secret(request.namespace, request.status.result_secret_ref.name)
         await self.kube.delete_request(request.namespace, request.name)
-
-
-__all__ = ["Engine", "TaskRecord"]
