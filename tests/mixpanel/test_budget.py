@@ -14,21 +14,7 @@ from mixpanel_dsr.mixpanel.budget import (
     BudgetRegistry,
     RequestBudget,
 )
-
-
-class FakeClock:
-    """Virtual time: sleeping advances the clock (good for one task at a time)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.mixpanel.fakes import VirtualTime
 
 
 def test_default_interval_is_below_one_request_per_second() -> None:
@@ -37,7 +23,7 @@ def test_default_interval_is_below_one_request_per_second() -> None:
 
 
 async def test_first_acquire_is_immediate_then_spaced() -> None:
-    clock = FakeClock()
+    clock = VirtualTime(1000.0)
     budget = RequestBudget(1.2, clock=clock, sleep=clock.sleep)
     assert await budget.acquire() == 0.0
     assert await budget.acquire() == pytest.approx(1.2)
@@ -46,7 +32,7 @@ async def test_first_acquire_is_immediate_then_spaced() -> None:
 
 
 async def test_idle_time_is_not_banked() -> None:
-    clock = FakeClock()
+    clock = VirtualTime(1000.0)
     budget = RequestBudget(1.0, clock=clock, sleep=clock.sleep)
     await budget.acquire()
     clock.now += 10
@@ -55,7 +41,7 @@ async def test_idle_time_is_not_banked() -> None:
 
 
 async def test_zero_interval_never_waits() -> None:
-    clock = FakeClock()
+    clock = VirtualTime(1000.0)
     budget = RequestBudget(0, clock=clock, sleep=clock.sleep)
     for _ in range(5):
         assert await budget.acquire() == 0.0
@@ -63,7 +49,7 @@ async def test_zero_interval_never_waits() -> None:
 
 
 async def test_penalize_pushes_next_slot_out() -> None:
-    clock = FakeClock()
+    clock = VirtualTime(1000.0)
     budget = RequestBudget(1.0, clock=clock, sleep=clock.sleep)
     await budget.acquire()
     budget.penalize(5.0)
@@ -73,7 +59,7 @@ async def test_penalize_pushes_next_slot_out() -> None:
 
 
 async def test_shorter_penalty_does_not_shorten_a_longer_one() -> None:
-    clock = FakeClock()
+    clock = VirtualTime(1000.0)
     budget = RequestBudget(0, clock=clock, sleep=clock.sleep)
     budget.penalize(10)
     budget.penalize(2)
@@ -81,7 +67,7 @@ async def test_shorter_penalty_does_not_shorten_a_longer_one() -> None:
 
 
 async def test_deadline_refuses_without_reserving() -> None:
-    clock = FakeClock()
+    clock = VirtualTime(1000.0)
     budget = RequestBudget(1.0, clock=clock, sleep=clock.sleep)
     await budget.acquire()
     budget.penalize(30)

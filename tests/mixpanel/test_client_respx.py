@@ -34,6 +34,7 @@ from mixpanel_dsr.mixpanel import (
     TransientError,
     default_registry,
 )
+from tests.mixpanel.fakes import VirtualTime
 
 PROJECT_TOKEN = "proj-token-0123456789abcdef"
 BEARER = "oauth-SECRET-bearer-9f8e7d6c5b4a"
@@ -44,33 +45,18 @@ RET = f"{US}/data-retrievals/v3.0/"
 LINK = "https://storage.example.com/export-abc.zip?X-Goog-Signature=deadbeef"
 
 
-class FakeTime:
-    """Virtual clock whose sleep advances it; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+@pytest.fixture
+def fake_time() -> VirtualTime:
+    return VirtualTime()
 
 
 @pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def budget(fake_time: FakeTime) -> RequestBudget:
+def budget(fake_time: VirtualTime) -> RequestBudget:
     return RequestBudget(0, clock=fake_time, sleep=fake_time.sleep)
 
 
 @pytest.fixture
-def make_client(fake_time: FakeTime, budget: RequestBudget) -> Callable[..., MixpanelClient]:
+def make_client(fake_time: VirtualTime, budget: RequestBudget) -> Callable[..., MixpanelClient]:
 
     def make(**kwargs: Any) -> MixpanelClient:
         kwargs.setdefault("project_token", PROJECT_TOKEN)
@@ -487,7 +473,7 @@ class CountingBudget(RequestBudget):
 async def test_create_retried_on_5xx_then_success(
     make_client: Callable[..., MixpanelClient],
     respx_mock: respx.MockRouter,
-    fake_time: FakeTime,
+    fake_time: VirtualTime,
     status: int,
 ) -> None:
     budget = CountingBudget()
@@ -505,7 +491,7 @@ async def test_create_retried_on_5xx_then_success(
 async def test_status_retried_on_429_then_success_and_budget_slows(
     client: MixpanelClient,
     respx_mock: respx.MockRouter,
-    fake_time: FakeTime,
+    fake_time: VirtualTime,
     budget: RequestBudget,
 ) -> None:
     ok = httpx.Response(200, json={"status": "ok", "results": {"status": "PENDING"}})
@@ -521,7 +507,7 @@ async def test_status_retried_on_429_then_success_and_budget_slows(
 async def test_429_penalty_applies_to_other_clients_of_the_budget(
     make_client: Callable[..., MixpanelClient],
     respx_mock: respx.MockRouter,
-    fake_time: FakeTime,
+    fake_time: VirtualTime,
     budget: RequestBudget,
 ) -> None:
     c1 = make_client(retry=RetryPolicy(max_attempts=1))
@@ -543,7 +529,7 @@ async def test_429_penalty_applies_to_other_clients_of_the_budget(
 
 
 async def test_retry_after_seconds_honoured(
-    client: MixpanelClient, respx_mock: respx.MockRouter, fake_time: FakeTime
+    client: MixpanelClient, respx_mock: respx.MockRouter, fake_time: VirtualTime
 ) -> None:
     respx_mock.post(DEL).mock(side_effect=[error(429, headers={"Retry-After": "12"}), created("t")])
     await client.create_deletion(IDS)
@@ -551,7 +537,7 @@ async def test_retry_after_seconds_honoured(
 
 
 async def test_retry_after_http_date_honoured(
-    client: MixpanelClient, respx_mock: respx.MockRouter, fake_time: FakeTime
+    client: MixpanelClient, respx_mock: respx.MockRouter, fake_time: VirtualTime
 ) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     respx_mock.post(DEL).mock(side_effect=[error(429, headers={"Retry-After": when}), created()])
@@ -561,7 +547,7 @@ async def test_retry_after_http_date_honoured(
 
 
 async def test_retry_after_beyond_max_gives_up_at_once(
-    make_client: Callable[..., MixpanelClient], respx_mock: respx.MockRouter, fake_time: FakeTime
+    make_client: Callable[..., MixpanelClient], respx_mock: respx.MockRouter, fake_time: VirtualTime
 ) -> None:
     c = make_client(retry=RetryPolicy(max_retry_after=60, deadline=None))
     route = respx_mock.post(DEL).mock(return_value=error(429, headers={"Retry-After": "3600"}))
@@ -574,7 +560,7 @@ async def test_retry_after_beyond_max_gives_up_at_once(
 
 
 async def test_max_attempts_then_last_error(
-    client: MixpanelClient, respx_mock: respx.MockRouter, fake_time: FakeTime
+    client: MixpanelClient, respx_mock: respx.MockRouter, fake_time: VirtualTime
 ) -> None:
     route = respx_mock.get(f"{DEL}t").mock(return_value=error(503, "busy"))
     with pytest.raises(TransientError) as info:
@@ -587,7 +573,7 @@ async def test_max_attempts_then_last_error(
 
 
 async def test_deadline_exceeded_stops_retrying(
-    make_client: Callable[..., MixpanelClient], respx_mock: respx.MockRouter, fake_time: FakeTime
+    make_client: Callable[..., MixpanelClient], respx_mock: respx.MockRouter, fake_time: VirtualTime
 ) -> None:
     c = make_client(
         retry=RetryPolicy(max_attempts=100, base_delay=10.0, max_delay=10.0, deadline=25.0),
