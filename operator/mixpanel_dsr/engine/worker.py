@@ -422,6 +422,7 @@ async def submit(
     batch = uuid.uuid4().hex[:16]
     engine.inflight_batches.add(batch)
     members: list[tuple[Request, Range]] = []
+    sent = False
     try:
         for member in planned.members:
             request = engine.requests.get(member.owner)
@@ -450,6 +451,7 @@ async def submit(
         kind = "deletion" if first.is_deletion else "retrieval"
         outcome: dict[str, object]
         tracking_id: str | None = None
+        sent = True
         try:
             if first.is_deletion:
                 created = await client.create_deletion(ids, compliance)
@@ -539,6 +541,33 @@ async def submit(
                 )
     finally:
         engine.inflight_batches.discard(batch)
+        await _settle(engine, planned, batch, sent=sent)
+
+
+async def _settle(engine: Engine, planned: PlannedTask, batch: str, *, sent: bool) -> None:
+    """Intents of ``batch`` still open after an unexpected error: forgotten when the create
+    was never sent, else ``Lost`` (its outcome is unknown, so the ids go again)."""
+    for owner in {m.owner for m in planned.members}:
+        request = engine.requests.get(owner)
+        if request is None:
+            continue
+        open_ = [r for r in request.records if r.batch == batch and r.state == "Submitting"]
+        if not open_:
+            continue
+        async with request.lock:
+            if sent:
+                request.records = [
+                    r.but(state="Lost", ambiguous=True, message="the create call failed "
+                          "unexpectedly; its outcome is unknown, ids re-queued")
+                    if r in open_ else r
+                    for r in request.records
+                ]  # fmt: skip
+            else:
+                request.records = [r for r in request.records if r not in open_]
+            try:
+                await engine.commit(request)
+            except Exception:
+                log.exception("request %s: could not write its status", request.key)
 
 
 # ---------------------------------------------------------------------- cancelling
