@@ -136,6 +136,15 @@ def client_of(engine: Engine, project: Project) -> MixpanelClient:
     return project.client
 
 
+def _brief(err: Exception) -> str:
+    """What a log line may say of a failed status, verify or cancel call: the error's kind and
+    HTTP status, never Mixpanel's text (those calls cannot redact ids they do not know)."""
+    if isinstance(err, SecretProblem):
+        return str(err)  # names a Secret and a key, nothing more
+    status = getattr(err, "status_code", None)
+    return f"{type(err).__name__}" + (f" (HTTP {status})" if status else "")
+
+
 def _not_ready(engine: Engine, project: Project, reason: str, message: str) -> None:
     was_ready = project.ready
     project.ready = False
@@ -182,7 +191,9 @@ async def verify(engine: Engine, project: Project) -> None:
         _not_ready(engine, project, err.reason, str(err))
         return
     except MixpanelError as err:
-        log.warning("project %s: could not verify the token: %s", project_label(project.key), err)
+        log.warning(
+            "project %s: could not verify the token: %s", project_label(project.key), _brief(err)
+        )
         project.next_verify = engine.clock() + engine.settings.retry_interval
         return
     project.ready = True
@@ -217,7 +228,7 @@ async def poll(engine: Engine, project: Project) -> None:
             _auth_failure(engine, project, err)
             return
         except (MixpanelError, SecretProblem) as err:
-            log.warning("task %s: status check failed: %s", task.tracking_id, err)
+            log.warning("task %s: status check failed: %s", task.tracking_id, _brief(err))
             task.next_check = engine.clock() + task.interval
             continue
         if project.tasks.get(task.tracking_id) is not task:
@@ -605,7 +616,7 @@ async def cancel_request(engine: Engine, request: Request) -> None:
                 tracking_id = ""
                 break
             except (MixpanelError, SecretProblem) as err:
-                log.warning("task %s: cancel failed, retrying: %s", tracking_id, err)
+                log.warning("task %s: cancel failed, retrying: %s", tracking_id, _brief(err))
                 await asyncio.sleep(engine.settings.retry_interval)
         if not tracking_id:
             continue
