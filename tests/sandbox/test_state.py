@@ -223,6 +223,47 @@ def test_conflicts_only_with_running_deletions() -> None:
     _create(state, distinct_ids=["a"])
 
 
+def test_conflict_409_per_project_override() -> None:
+    """A project's ``conflict_409`` beats ``limits.conflict_409`` both ways; ``None`` follows it.
+    Only PENDING, STAGING and STARTED deletions are running: a task held in UNKNOWN or NOT_FOUND
+    is not, one held in STARTED is."""
+    clock = FakeClock()
+    state = _state(clock, limits={"conflict_409": True})
+    us = state.projects[PROJECTS[Region.US][0]]
+    configured = us.config
+    state.update_project(us.token, {"conflict_409": False})
+    assert not state.conflict_409(state.projects[us.token])
+    first = _create(state, distinct_ids=["a"])
+    second = _create(state, distinct_ids=["a"])  # the project's switch is off
+    state.config = fast_config(state_seconds=10, rate_limit_per_s=0)  # global off
+    updated = state.update_project(us.token, {"conflict_409": True})
+    assert updated.project_id == us.project_id
+    assert state.project_view(updated)["conflict_409"] is True
+    with pytest.raises(SandboxError) as err:
+        _create(state, distinct_ids=["b", "a"])
+    assert err.value.status == 409
+    assert err.value.error == {
+        "conflicting_distinct_ids": ["a"],
+        "conflicting_task_ids": [first, second],
+    }
+    for tracking_id in list(state.tasks):
+        state.force_state(tracking_id, TaskState.UNKNOWN)
+    state.force_state(first, TaskState.NOT_FOUND)
+    held = _create(state, distinct_ids=["a"])
+    state.force_state(held, TaskState.STARTED)
+    clock.advance(1000)
+    with pytest.raises(SandboxError) as err:
+        _create(state, distinct_ids=["a"])
+    assert err.value.error == {"conflicting_distinct_ids": ["a"], "conflicting_task_ids": [held]}
+    with pytest.raises(SandboxError, match="token cannot change"):
+        state.update_project(us.token, {"token": "other"})
+    with pytest.raises(KeyError):
+        state.update_project("nope", {"conflict_409": True})
+    assert configured.conflict_409 is None  # the configured project is untouched
+    state.reset()
+    assert state.projects[us.token].config.conflict_409 is None
+
+
 def test_validation_messages() -> None:
     """'distinct_ids: array of strings. Limit 2000 per request'; 'disclosure_type (retrievals, CCPA
     only)'."""

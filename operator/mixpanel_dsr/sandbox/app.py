@@ -315,6 +315,7 @@ async def index(request: web.Request) -> web.StreamResponse:
                 "GET /_sandbox/tasks/{tracking_id}",
                 "POST /_sandbox/tasks/{tracking_id}/state",
                 "GET|POST /_sandbox/projects",
+                "GET|POST /_sandbox/projects/{token}",
                 "GET|POST /_sandbox/faults",
                 "GET|POST /_sandbox/settings",
                 "GET|POST /_sandbox/clock",
@@ -408,6 +409,28 @@ async def add_project(request: web.Request) -> web.StreamResponse:
     config = ProjectConfig.model_validate(await _json_body(request))
     project, created = state.add_project(config)
     return _json({"project": state.project_view(project)}, status=201 if created else 200)
+
+
+def _project_or_404(state: SandboxState, token: str) -> Any:
+    project = state.projects.get(token)
+    if project is None:
+        raise SandboxError(404, "project not found")
+    return project
+
+
+async def get_project(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    project = _project_or_404(state, request.match_info["token"])
+    return _json({"project": state.project_view(project)})
+
+
+async def update_project(request: web.Request) -> web.StreamResponse:
+    """Merge the given fields into a registered project, e.g. ``{"conflict_409": true}``."""
+    state = request.app[STATE]
+    token = request.match_info["token"]
+    _project_or_404(state, token)
+    project = state.update_project(token, await _json_body(request))
+    return _json({"project": state.project_view(project)})
 
 
 async def get_faults(request: web.Request) -> web.StreamResponse:
@@ -515,6 +538,8 @@ def build_app(state: SandboxState, region: Region, urls: dict[str, str]) -> web.
     router.add_post("/_sandbox/tasks/{tracking_id}/state", force_task_state)
     router.add_get("/_sandbox/projects", list_projects)
     router.add_post("/_sandbox/projects", add_project)
+    router.add_get("/_sandbox/projects/{token}", get_project)
+    router.add_post("/_sandbox/projects/{token}", update_project)
     router.add_get("/_sandbox/faults", get_faults)
     router.add_post("/_sandbox/faults", set_faults)
     router.add_get("/_sandbox/settings", get_settings)

@@ -67,6 +67,8 @@ class ProjectConfig(_Model):
     history_days: int = Field(default=DEFAULT_HISTORY_DAYS, ge=0)
     #: Overrides ``limits.rate_limit_per_s`` for this project.
     rate_limit_per_s: float | None = Field(default=None, ge=0)
+    #: Overrides ``limits.conflict_409`` for this project (None: follow the global limit).
+    conflict_409: bool | None = None
 
     @field_validator("region", mode="before")
     @classmethod

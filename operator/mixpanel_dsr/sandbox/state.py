@@ -29,6 +29,8 @@ Clock = Callable[[], float]
 
 _UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _FIRST_PROJECT_ID = 1_000_001
+#: States of a "running" deletion: what a new deletion of the same ids conflicts with (409).
+RUNNING_STATES = frozenset({TaskState.PENDING, TaskState.STAGING, TaskState.STARTED})
 
 
 class TaskKind(StrEnum):
@@ -301,6 +303,23 @@ class SandboxState:
         self.projects[config.token] = project
         return project, existing is None
 
+    def update_project(self, token: str, changes: dict[str, Any]) -> Project:
+        """Merge ``changes`` (fields of a project in the config file) into a registered project.
+
+        Raises KeyError for an unknown token, SandboxError (400) for an attempt to change the
+        token, and pydantic's ValidationError for invalid values. The project keeps its id, its
+        tasks and its rate-limit history; the configured project (restored by a reset) is not
+        touched.
+        """
+        existing = self.projects.get(token)
+        if existing is None:
+            raise KeyError(token)
+        if changes.get("token", token) != token:
+            raise SandboxError(400, "a project's token cannot change")
+        config = ProjectConfig.model_validate({**existing.config.model_dump(), **changes})
+        project, _ = self.add_project(config)
+        return project
+
     # --- admission: project, OAuth token, rate limit ----------------------------------------
 
     def admit(
@@ -349,6 +368,11 @@ class SandboxState:
         override = project.config.rate_limit_per_s
         return self.config.limits.rate_limit_per_s if override is None else override
 
+    def conflict_409(self, project: Project) -> bool:
+        """Whether deletions of ids already being deleted in ``project`` are refused with 409."""
+        override = project.config.conflict_409
+        return self.config.limits.conflict_409 if override is None else override
+
     def _charge(self, project: Project, now: float) -> None:
         rate = self.rate_limit(project)
         last = self._last_accepted.get(project.token)
@@ -395,11 +419,13 @@ class SandboxState:
         elif kind is TaskKind.RETRIEVAL and compliance is ComplianceType.CCPA:
             disclosure = DisclosureType.DATA
         subject_request_id, callback_urls = self._parse_callbacks(project, body)
+        # One reading of the clock for the checks below and the new task: the conflict check
+        # sees every task's state as of this call, and nothing awaits between check and insert.
         now = self.now()
         unique_ids = tuple(dict.fromkeys(ids))
         if kind is TaskKind.RETRIEVAL:
             self._check_scan_budget(project)
-        elif self.config.limits.conflict_409:
+        elif self.conflict_409(project):
             self._check_conflicts(project, unique_ids, now)
         lifecycle = self.config.lifecycle
         failed = self._outcome_rng.random() < lifecycle.failure_rate
@@ -459,14 +485,17 @@ class SandboxState:
             )
 
     def _check_conflicts(self, project: Project, ids: Iterable[str], now: float) -> None:
+        """409 when any of ``ids`` is in a running (PENDING, STAGING, STARTED) deletion of the
+        project: the conflicting ids (sorted) and every running task holding one of them (in
+        creation order, each once)."""
         wanted = set(ids)
         conflicting_ids: set[str] = set()
         conflicting_tasks: list[str] = []
-        for task in self.tasks.values():
+        for task in self.tasks.values():  # insertion order = creation order
             if (
                 task.kind is TaskKind.DELETION
                 and task.project_token == project.token
-                and task.outstanding_at(now)
+                and task.state_at(now) in RUNNING_STATES
             ):
                 overlap = wanted.intersection(task.distinct_ids)
                 if overlap:
@@ -671,6 +700,7 @@ class SandboxState:
             "id_limit": cfg.id_limit,
             "history_days": cfg.history_days,
             "rate_limit_per_s": self.rate_limit(project),
+            "conflict_409": self.conflict_409(project),
             "has_api_secret": cfg.api_secret is not None,
             "oauth_tokens": [
                 {
