@@ -9,9 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from mixpanel_dsr.api.models import TaskRecord
+from tests.unit.test_ledger import make_task
+
+from mixpanel_dsr.ledger import Policy, Slice, Task, cover
 from mixpanel_dsr.planning import Pending, Range, pack
-from mixpanel_dsr.progress import tally
 
 
 def best_of(fn: Callable[[], object], runs: int = 5) -> float:
@@ -26,15 +27,16 @@ def best_of(fn: Callable[[], object], runs: int = 5) -> float:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     items = [Pending(f"ns/r{i}", Range(0, 1), (f"id-{i}",)) for i in range(n)]
-    records = [TaskRecord(batch="b", start=0, end=1, state="PENDING", tracking_id="t")]
+    task: Task = make_task(1, "Submitted", [("r", 0, 1, 1)], trackingId="t")
+    slices = [Slice(task, 0)]
 
     baseline = best_of(lambda: [list(p.ids) for p in items])
     packing = best_of(lambda: pack(items, 2000))
-    tallying = best_of(lambda: [tally(1, records, 3) for _ in range(n)])
+    tallying = best_of(lambda: [cover(1, slices, Policy()) for _ in range(n)])
     print(f"{n} one-id requests")
     print(f"  baseline (copy ids)      {baseline * 1e3:8.1f} ms   1.0x")
     print(f"  pack into 2000-id tasks  {packing * 1e3:8.1f} ms  {packing / baseline:5.1f}x")
-    print(f"  tally every status       {tallying * 1e3:8.1f} ms  {tallying / baseline:5.1f}x")
+    print(f"  derive every status      {tallying * 1e3:8.1f} ms  {tallying / baseline:5.1f}x")
 
 
 if __name__ == "__main__":

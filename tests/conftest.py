@@ -53,6 +53,7 @@ def control_plane() -> Iterator[ControlPlane]:
             "crd/datasubjectrequests.mixpaneldsr.io",
             "crd/mixpanelprojects.mixpaneldsr.io",
             "crd/clustermixpanelprojects.mixpaneldsr.io",
+            "crd/mixpaneltasks.mixpaneldsr.io",
         )  # fmt: skip
         yield plane
 

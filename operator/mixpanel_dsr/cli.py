@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         "poll-max": ("poll_max", "longest interval between status checks"),
         "verify-interval": ("verify_interval", "how often a Ready project's token is checked"),
         "retry-interval": ("retry_interval", "how often a failing project is checked again"),
-        "finalizer-timeout": ("finalizer_timeout", "longest wait to cancel on deletion"),
+        "create-retry-max": (
+            "create_retry_max",
+            "longest wait before an unanswered create is sent again",
+        ),
         "tick": ("tick", "engine wake-up period"),
     }
     for flag, (attr, text) in durations.items():
@@ -120,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{text} (env DSR_OPERATOR_{env})",
         )
     run.add_argument("--max-attempts", type=int, default=defaults.max_attempts)
+    run.add_argument(
+        "--key-secret",
+        default=_env("KEY_SECRET", defaults.key_secret),
+        help="Secret in the operator namespace with the key for digests of ids (created if "
+        "missing; env DSR_OPERATOR_KEY_SECRET)",
+    )
     run.add_argument("--deadline-margin-days", type=float, default=defaults.deadline_margin.days)
     return parser
 
@@ -133,7 +142,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         poll_max=args.poll_max,
         verify_interval=args.verify_interval,
         retry_interval=args.retry_interval,
-        finalizer_timeout=args.finalizer_timeout,
+        create_retry_max=args.create_retry_max,
+        key_secret=args.key_secret,
         tick=args.tick,
         max_attempts=args.max_attempts,
         deadline_margin=timedelta(days=args.deadline_margin_days),

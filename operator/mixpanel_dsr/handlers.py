@@ -1,9 +1,8 @@
 """kopf handlers: the edge where Kubernetes events enter the engine.
 
 The handlers only hand objects to the :class:`~mixpanel_dsr.engine.Engine`;
-all state is written by the engine to status (kopf's own bookkeeping lives in
-annotations under mixpaneldsr.io, and its return values are never used, so a
-structural schema prunes nothing).
+all state is written by the engine: request and project status, and the
+MixpanelTask ledger. kopf writes nothing on the objects.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import kopf
 
 from mixpanel_dsr.api import GROUP, VERSION
 from mixpanel_dsr.engine import Engine
+from mixpanel_dsr.engine.worker import run_worker
 from mixpanel_dsr.kube import Kube
 from mixpanel_dsr.settings import Settings
 
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 DSR = (GROUP, VERSION, "datasubjectrequests")
 PROJECT = (GROUP, VERSION, "mixpanelprojects")
 CLUSTER_PROJECT = (GROUP, VERSION, "clustermixpanelprojects")
-FINALIZER = f"{GROUP}/cancel-tasks"
 
 
 def _engine(memo: kopf.Memo) -> Engine:
@@ -44,17 +43,19 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup(registry=registry)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    # Only event handlers: kopf keeps no finalizer, progress or copy of the spec on the
+    # objects (a copy of 5,000 inline ids would pass the annotation limit); the ledger
+    # of MixpanelTask objects is what survives a restart.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.inactivity_timeout = 600
     operator_settings: Settings = memo["settings"]
-    engine = Engine(operator_settings, Kube(events_namespace=operator_settings.operator_namespace))
+    kube = Kube(events_namespace=operator_settings.operator_namespace)
+    engine = Engine(operator_settings, kube, worker=run_worker)
+    engine.key = await kube.installation_key(
+        operator_settings.operator_namespace, operator_settings.key_secret
+    )
     engine.start()
     memo["engine"] = engine
 
@@ -64,36 +65,22 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await _engine(memo).stop()
 
 
-# ---------------------------------------------------------------------- projects
+@kopf.on.event(*PROJECT, registry=registry)
+@kopf.on.event(*CLUSTER_PROJECT, registry=registry)
+async def project_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    body = dict(event["object"])
+    if event["type"] == "DELETED":
+        await _engine(memo).remove_project(body)
+    else:
+        await _engine(memo).upsert_project(body)
 
 
-@kopf.on.resume(*PROJECT, registry=registry)
-@kopf.on.create(*PROJECT, registry=registry)
-@kopf.on.update(*PROJECT, field="spec", registry=registry)
-@kopf.on.resume(*CLUSTER_PROJECT, registry=registry)
-@kopf.on.create(*CLUSTER_PROJECT, registry=registry)
-@kopf.on.update(*CLUSTER_PROJECT, field="spec", registry=registry)
-async def project_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _engine(memo).upsert_project(_body(body))
-
-
-@kopf.on.delete(*PROJECT, optional=True, registry=registry)
-@kopf.on.delete(*CLUSTER_PROJECT, optional=True, registry=registry)
-async def project_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _engine(memo).remove_project(_body(body))
-
-
-# ---------------------------------------------------------------------- requests
-
-
-@kopf.on.resume(*DSR, registry=registry)
-@kopf.on.create(*DSR, registry=registry)
-@kopf.on.update(*DSR, field="spec", registry=registry)
-async def request_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _engine(memo).upsert_request(_body(body))
-
-
-@kopf.on.delete(*DSR, registry=registry)
-async def request_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Runs behind the finalizer: cancel what can still be cancelled, then let go."""
-    await _engine(memo).finalize(_body(body))
+@kopf.on.event(*DSR, registry=registry)
+async def request_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Created, changed, listed after a restart, or deleted (the engine cancels its live
+    deletions; a request deleted while the operator was down is found through the ledger)."""
+    body = dict(event["object"])
+    if event["type"] == "DELETED":
+        _engine(memo).request_deleted(body)
+    else:
+        await _engine(memo).upsert_request(body)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -23,8 +25,14 @@ PLURALS = {
     "DataSubjectRequest": "datasubjectrequests",
     "MixpanelProject": "mixpanelprojects",
     "ClusterMixpanelProject": "clustermixpanelprojects",
+    "MixpanelTask": "mixpaneltasks",
 }
 FIELD_MANAGER = "mixpanel-dsr-operator"
+#: Every call gives up after this long: (connect, read) seconds.
+REQUEST_TIMEOUT = (5.0, 30.0)
+#: Labels that tie a MixpanelTask to its project.
+PROJECT_KIND_LABEL = f"{GROUP}/project-kind"
+PROJECT_NAME_LABEL = f"{GROUP}/project"
 
 
 class SecretProblem(Exception):
@@ -54,9 +62,42 @@ class Kube:
         self._api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self._api)
         self.custom = client.CustomObjectsApi(self._api)
+        # The engine's calls have threads of their own, so that they never queue in front
+        # of the leader's Lease renewals (which use the loop's default executor).
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kube")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    # ------------------------------------------------------------------ the installation key
+
+    async def installation_key(self, namespace: str, name: str) -> bytes:
+        """The key that digests of ids are made with: read from its Secret, created (random,
+        32 bytes) on first start. Never logged."""
+        try:
+            secret = await self._run(self.core.read_namespaced_secret, name, namespace)
+            return base64.b64decode((secret.data or {})["key"])
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                labels={"app.kubernetes.io/managed-by": FIELD_MANAGER},
+            ),
+            type="Opaque",
+            data={"key": base64.b64encode(secrets.token_bytes(32)).decode()},
+        )
+        try:
+            await self._run(self.core.create_namespaced_secret, namespace, body)
+        except ApiException as err:
+            if err.status != 409:  # another replica made it first: read theirs
+                raise
+        secret = await self._run(self.core.read_namespaced_secret, name, namespace)
+        return base64.b64decode((secret.data or {})["key"])
 
     # ------------------------------------------------------------------ Secrets
 
@@ -170,6 +211,63 @@ class Kube:
                 return False
             raise
         return True
+
+    async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self._run(
+                self.custom.get_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURALS["DataSubjectRequest"], name,
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], obj)
+
+    # ------------------------------------------------------------------ the ledger
+
+    async def list_tasks(self, namespace: str, kind: str, project: str) -> list[dict[str, Any]]:
+        """Every MixpanelTask of one project (one LIST, whatever their number)."""
+        selector = f"{PROJECT_KIND_LABEL}={kind},{PROJECT_NAME_LABEL}={project}"
+        found = await self._run(
+            self.custom.list_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURALS["MixpanelTask"], label_selector=selector,
+        )  # fmt: skip
+        return cast(list[dict[str, Any]], found.get("items", []))
+
+    async def create_task(
+        self, namespace: str, name: str, kind: str, project: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write a MixpanelTask (its spec; status is written separately); the object made."""
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "MixpanelTask",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {
+                    PROJECT_KIND_LABEL: kind,
+                    PROJECT_NAME_LABEL: project,
+                    "app.kubernetes.io/managed-by": FIELD_MANAGER,
+                },
+            },
+            "spec": spec,
+        }
+        made = await self._run(
+            self.custom.create_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURALS["MixpanelTask"], body,
+        )  # fmt: skip
+        return cast(dict[str, Any], made)
+
+    async def delete_task(self, namespace: str, name: str) -> None:
+        try:
+            await self._run(
+                self.custom.delete_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURALS["MixpanelTask"], name,
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     async def delete_request(self, namespace: str, name: str) -> None:
         try:

@@ -8,6 +8,7 @@ retrievals are never mixed across requests. Nothing here does I/O.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ def ids_digest(ids: Sequence[str]) -> str:
     return f"sha256:{digest[:12]}"
 
 
+def keyed_digest(key: bytes, ids: Sequence[str]) -> str:
+    """HMAC-SHA256 of an id list under the installation's key: only a key holder can check
+    a guessed id against it."""
+    mac = hmac.new(key, "\n".join(ids).encode(), hashlib.sha256).hexdigest()
+    return f"hmac-sha256:{mac}"
+
+
 @dataclass(frozen=True, order=True)
 class Range:
     """Half-open index range ``[start, end)`` into a request's distinct ids."""
@@ -100,6 +108,8 @@ class Pending:
     owner: str
     range: Range
     ids: tuple[str, ...]
+    #: Submission attempt the task carrying these ids will be for this slice.
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,7 @@ class Member:
 
     owner: str
     range: Range
+    attempt: int = 1
 
 
 @dataclass
@@ -118,8 +129,8 @@ class PlannedTask:
     ids: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set, repr=False)
 
-    def add(self, owner: str, rng: Range, ids: Sequence[str]) -> None:
-        self.members.append(Member(owner, rng))
+    def add(self, owner: str, rng: Range, ids: Sequence[str], attempt: int = 1) -> None:
+        self.members.append(Member(owner, rng, attempt))
         for i in ids:
             if i not in self._seen:
                 self._seen.add(i)
@@ -160,7 +171,7 @@ def pack(pending: Sequence[Pending], limit: int) -> list[PlannedTask]:
                 current = PlannedTask()
                 continue
             start = item.range.start + offset
-            current.add(item.owner, Range(start, start + fits), rest[:fits])
+            current.add(item.owner, Range(start, start + fits), rest[:fits], item.attempt)
             offset += fits
     if current.members:
         tasks.append(current)

@@ -1,123 +1,35 @@
-"""Pure status mapping: from a request's task records to its phase, counts and conditions.
-
-Each record covers ``[start, end)`` of the request's distinct ids; later
-records override earlier ones for the ids they cover (a re-submitted slice
-appends a new record and keeps the old one as history). Nothing here does I/O.
+"""Pure status mapping: from a request's coverage (see :mod:`.ledger`) to its phase, counts
+and conditions. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mixpanel_dsr.api.models import (
     Condition,
     DataSubjectRequestStatus,
     Phase,
-    TaskRecord,
 )
 from mixpanel_dsr.conditions import remove_condition, set_condition
 from mixpanel_dsr.deadlines import at_risk
-from mixpanel_dsr.mixpanel.types import TaskState
-from mixpanel_dsr.planning import Range, uncovered
-
-IN_FLIGHT = {
-    "Submitting",
-    TaskState.PENDING,
-    TaskState.STAGING,
-    TaskState.STARTED,
-    TaskState.UNKNOWN,
-}
-#: States after which the slice is tried again (if attempts are left).
-RETRYABLE = {TaskState.FAILURE, TaskState.NOT_FOUND}
-#: States after which the slice is simply queued again (no attempt is spent).
-REQUEUED = {"Lost", "Superseded"}
+from mixpanel_dsr.ledger import Coverage
 
 
-@dataclass
-class Tally:
-    """Where every id of a request stands."""
-
-    total: int
-    done: int = 0
-    in_flight: int = 0
-    started: int = 0
-    planned: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    #: Ranges to submit, each with the attempt number its next task will carry.
-    pending: list[tuple[Range, int]] = field(default_factory=list)
-    failure_message: str = ""
-    ambiguous: bool = False
-
-    @property
-    def pending_ids(self) -> int:
-        return sum(len(r) for r, _ in self.pending)
-
-
-def _effective(records: Sequence[TaskRecord]) -> list[tuple[Range, TaskRecord]]:
-    """Disjoint ranges, each with the newest record that covers it."""
-    segments: list[tuple[Range, TaskRecord]] = []
-    for record in records:
-        new = Range(record.start, record.end)
-        kept: list[tuple[Range, TaskRecord]] = []
-        for rng, owner in segments:
-            if rng.end <= new.start or rng.start >= new.end:
-                kept.append((rng, owner))
-                continue
-            if rng.start < new.start:
-                kept.append((Range(rng.start, new.start), owner))
-            if rng.end > new.end:
-                kept.append((Range(new.end, rng.end), owner))
-        kept.append((new, record))
-        segments = sorted(kept, key=lambda s: s[0])
-    return segments
-
-
-def tally(total: int, records: Sequence[TaskRecord], max_attempts: int) -> Tally:
-    """Count done, in-flight, failed and pending ids from the task records."""
-    result = Tally(total=total, ambiguous=any(r.ambiguous for r in records))
-    segments = _effective(records)
-    for rng, record in segments:
-        size = len(rng)
-        state = record.state
-        if state == TaskState.SUCCESS:
-            result.done += size
-        elif state in IN_FLIGHT:
-            result.in_flight += size
-            if state == TaskState.STARTED:
-                result.started += size
-        elif state == "Planned":
-            result.planned += size
-        elif state == TaskState.REVOKED:
-            result.cancelled += size
-        elif state in RETRYABLE and record.attempt >= max_attempts:
-            result.failed += size
-            result.failure_message = record.message or f"Mixpanel reported {state}"
-        elif state in RETRYABLE:
-            result.pending.append((rng, record.attempt + 1))
-        elif state in REQUEUED:
-            result.pending.append((rng, record.attempt))
-    covered = [rng for rng, _ in segments]
-    result.pending += [(gap, 1) for gap in uncovered(total, covered)]
-    result.pending.sort(key=lambda p: p[0])
-    return result
-
-
-def phase_of(t: Tally, *, dry_run: bool) -> Phase:
-    """The printer-column phase for a tally."""
-    if t.total and t.done == t.total:
+def phase_of(c: Coverage, *, dry_run: bool) -> Phase:
+    """The printer-column phase for a request's coverage."""
+    if c.total and c.done == c.total:
         return Phase.SUCCEEDED
-    if t.in_flight or (t.pending and not dry_run):
-        if t.started or t.done:
+    if c.in_flight or (c.pending and not dry_run):
+        if c.started or c.done:
             return Phase.IN_PROGRESS
-        if t.in_flight:
+        if c.in_flight:
             return Phase.SUBMITTED
         return Phase.QUEUED
-    if t.failed:
+    if c.failed:
         return Phase.FAILED
-    if t.cancelled:
+    if c.revoked:
         return Phase.CANCELLED
     return Phase.PENDING
 
@@ -135,17 +47,17 @@ def compose_status(
     previous: DataSubjectRequestStatus | None,
     *,
     generation: int | None,
-    total: int,
-    records: list[TaskRecord],
-    max_attempts: int,
+    coverage: Coverage,
     dry_run: bool,
+    planned_tasks: int | None = None,
     deadline: datetime | None,
     now: datetime,
     at_risk_margin: timedelta,
     blocker: Blocker | None = None,
 ) -> DataSubjectRequestStatus:
     """The whole status a request should show, from what is known of its tasks."""
-    t = tally(total, records, max_attempts)
+    t = coverage
+    total = t.total
     phase = phase_of(t, dry_run=dry_run)
     if blocker and phase in (Phase.QUEUED, Phase.PENDING) and not t.in_flight:
         phase = Phase.PENDING
@@ -162,11 +74,14 @@ def compose_status(
     elif phase is Phase.FAILED:
         put("Ready", False, "TaskFailed", f"{t.failed} ids failed: {t.failure_message}")
     elif phase is Phase.CANCELLED:
-        put("Ready", False, "Cancelled", f"Mixpanel task revoked for {t.cancelled} ids")
+        put("Ready", False, "Cancelled", f"Mixpanel task revoked for {t.revoked} ids")
     elif blocker:
         put("Ready", False, blocker.reason, blocker.message)
     elif dry_run:
-        put("Ready", False, "DryRun", f"planned {len(records)} tasks; set spec.dryRun false")
+        put(
+            "Ready", False, "DryRun",
+            f"would take {planned_tasks or 0} Mixpanel tasks; set spec.dryRun false to send them",
+        )  # fmt: skip
     else:
         put("Ready", False, phase.value, progress)
 
@@ -177,7 +92,7 @@ def compose_status(
     elif phase is Phase.CANCELLED:
         put(
             "Stalled", True, "Cancelled",
-            f"Mixpanel task revoked for {t.cancelled} ids outside the operator; create a new "
+            f"Mixpanel task revoked for {t.revoked} ids outside the operator; create a new "
             "request to carry it out",
         )  # fmt: skip
     else:
@@ -219,7 +134,8 @@ def compose_status(
         ids_failed=t.failed,
         progress=f"{t.done}/{total}",
         deadline=deadline,
-        tasks=records,
+        tasks=t.references or None,
+        planned_tasks=planned_tasks if dry_run else None,
         result_secret_ref=previous.result_secret_ref if previous else None,
         completion_time=(previous_completion or now) if finished else None,
     )

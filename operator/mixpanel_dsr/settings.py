@@ -65,7 +65,11 @@ class Settings:
     retry_interval: float = 30.0
     #: TokenExpiring when the OAuth token expires within this.
     token_warning: timedelta = timedelta(days=30)
-    #: Deleting a request waits at most this long to cancel its Mixpanel tasks.
-    finalizer_timeout: float = 120.0
+    #: Longest wait before a create that was not answered (or was refused for now) is tried
+    #: again; the wait doubles from ``retry_interval`` up to this.
+    create_retry_max: float = 3600.0
+    #: Secret (in the operator's namespace) holding the installation's key for digests of
+    #: ids; created on first start.
+    key_secret: str = "mixpanel-dsr-operator-key"  # noqa: S105 - a Secret's name
     #: Engine wake-up period.
     tick: float = 1.0

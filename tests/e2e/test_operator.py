@@ -57,10 +57,22 @@ def test_deletion_goes_from_apply_to_ready(scenario: Scenario, kube: Kube) -> No
     assert status["observedGeneration"] == dsr["metadata"]["generation"]
     assert status["deadline"].startswith("2026-12-28T09:00:00")
     [task] = status["tasks"]
-    assert (task["start"], task["end"], task["state"]) == (0, 2, "SUCCESS")
+    assert (task["start"], task["end"], task["phase"]) == (0, 2, "Succeeded")
     assert task["trackingId"] == scenario.sandbox.tasks(token)[0]["tracking_id"]
+    # The ledger: one MixpanelTask beside the project, what SREs read with kubectl get mpt.
+    mpt = kube.get("mpt", task["name"], scenario.namespace)
+    assert mpt["spec"]["members"] == [
+        {"namespace": scenario.namespace, "name": "erase", "uid": dsr["metadata"]["uid"],
+         "start": 0, "end": 2, "attempt": 1},
+    ]  # fmt: skip
+    assert (mpt["status"]["phase"], mpt["status"]["mixpanelState"]) == ("Succeeded", "SUCCESS")
+    assert "user-1" not in json.dumps(mpt)
+    row = kube.run("get", "mpt", "-A").stdout
+    assert task["name"] in row
+    assert task["trackingId"] in row
     every_id_deleted_once(scenario.sandbox, token, ["user-1", "user-2"])
-    assert {"TaskCreated", "Succeeded"} <= scenario.event_reasons("erase")
+    assert "Succeeded" in scenario.event_reasons("erase")
+    assert "Created" in scenario.event_reasons(task["name"])
     ready = scenario.condition("erase", "Ready")
     assert ready is not None
     assert ready["status"] == "True"
@@ -128,8 +140,12 @@ def test_three_hundred_one_id_deletions_share_one_task(scenario: Scenario, kube:
     for n, name in enumerate(names):
         [record] = by_name[name]["status"]["tasks"]
         assert record["trackingId"] == task["tracking_id"]
-        assert (record["start"], record["end"], record["taskIds"]) == (0, 1, 300)
+        assert (record["start"], record["end"]) == (0, 1)
         assert by_name[name]["spec"]["distinctIds"] == [ids[n]]
+    [mpt] = json.loads(kube.run("get", "mpt", "-n", scenario.namespace, "-o", "json").stdout)[
+        "items"
+    ]
+    assert (mpt["spec"]["idCount"], len(mpt["spec"]["members"])) == (300, 300)
     every_id_deleted_once(scenario.sandbox, token, ids)
     calls = scenario.sandbox.calls(token)
     assert "429" not in calls["by_status"]
@@ -282,11 +298,14 @@ def test_kill_minus_nine_during_a_create_says_a_duplicate_is_possible(
     try:
         scenario.request("window", ["w-1", "w-2"])
         wait_until(
-            lambda: any(
-                t["state"] == "Submitting"
-                for t in scenario.dsr("window")["status"].get("tasks", [])
+            lambda: (
+                any(
+                    t["phase"] == "Creating"
+                    for t in scenario.dsr("window").get("status", {}).get("tasks", [])
+                )
+                or scenario.kube.run("get", "mpt", "-n", scenario.namespace, "-o", "name").stdout
             ),
-            what="intent recorded",
+            what="the task written before its create call",
             interval=0.1,
         )
         operator.kill(signal.SIGKILL)
@@ -298,9 +317,12 @@ def test_kill_minus_nine_during_a_create_says_a_duplicate_is_possible(
     assert duplicate is not None
     assert (duplicate["status"], duplicate["reason"]) == ("True", "CreateOutcomeLost")
     assert "PossibleDuplicate" in scenario.event_reasons("window")
-    records = scenario.dsr("window")["status"]["tasks"]
-    assert records[0]["state"] == "Lost"
-    assert records[0]["ambiguous"] is True
+    [record] = scenario.dsr("window")["status"]["tasks"]
+    mpt = scenario.kube.get("mpt", record["name"], scenario.namespace)
+    # The same task was sent again, alone; the ledger says its first answer was lost.
+    assert mpt["status"]["ambiguous"] is True
+    assert mpt["status"]["lostAnswers"] == 1
+    assert mpt["status"]["phase"] == "Succeeded"
     for entry in sandbox.ids(token).values():
         assert 1 <= entry["deletion_tasks"] <= 2
         assert entry["deletions_succeeded"] >= 1
@@ -317,8 +339,10 @@ def test_deleting_a_pending_request_cancels_it_and_neighbours_still_finish(
     sandbox.post(f"/tasks/{task['tracking_id']}/state", {"state": "PENDING", "hold": True})
     assert task["distinct_id_count"] == 3
     kube.run("delete", "dsr", "gone", "-n", scenario.namespace, "--timeout=60s", timeout=90)
-    cancelled = sandbox.get(f"/tasks/{task['tracking_id']}")["task"]
-    assert cancelled["state"] == "REVOKED"
+    wait_until(
+        lambda: sandbox.get(f"/tasks/{task['tracking_id']}")["task"]["state"] == "REVOKED",
+        what="the packed task cancelled",
+    )
     finished(scenario, "stay-1", "stay-2")
     ids = sandbox.ids(token)
     assert ids["gone-id"]["deletions_succeeded"] == 0
@@ -327,7 +351,7 @@ def test_deleting_a_pending_request_cancels_it_and_neighbours_still_finish(
         assert ids[stay]["deletions_succeeded"] == 1
     assert "Requeued" in scenario.event_reasons("stay-1")
     records = scenario.dsr("stay-1")["status"]["tasks"]
-    assert [r["state"] for r in records] == ["Superseded", "SUCCESS"]
+    assert [r["phase"] for r in records] == ["Cancelled", "Succeeded"]
 
 
 def test_rotated_token_is_used_without_a_restart(scenario: Scenario) -> None:
@@ -356,13 +380,10 @@ def test_rotated_token_is_used_without_a_restart(scenario: Scenario) -> None:
 def test_dry_run_plans_and_calls_nothing_until_switched_off(scenario: Scenario, kube: Kube) -> None:
     token = scenario.project(maxIdsPerRequest=2)
     scenario.request("plan", ["p-1", "p-2", "p-3"], dryRun=True)
-    status = wait_until(
-        lambda: scenario.dsr("plan").get("status", {}).get("tasks"), what="planned tasks"
+    planned = wait_until(
+        lambda: scenario.dsr("plan").get("status", {}).get("plannedTasks"), what="planned tasks"
     )
-    assert [(t["start"], t["end"], t["state"]) for t in status] == [
-        (0, 2, "Planned"),
-        (2, 3, "Planned"),
-    ]
+    assert planned == 2
     ready = scenario.condition("plan", "Ready")
     assert ready is not None
     assert ready["reason"] == "DryRun"
@@ -415,8 +436,8 @@ def test_a_failing_task_is_retried_then_fails_with_the_reason(scenario: Scenario
     finally:
         sandbox.post("/settings", {"lifecycle": {"failure_rate": 0.0}})
     status = scenario.dsr("doomed")["status"]
-    assert [(t["attempt"], t["state"]) for t in status["tasks"]] == [
-        (1, "FAILURE"), (2, "FAILURE"), (3, "FAILURE"),
+    assert [(t["attempt"], t["phase"]) for t in status["tasks"]] == [
+        (1, "Failed"), (2, "Failed"), (3, "Failed"),
     ]  # fmt: skip
     assert status["idsFailed"] == 1
     stalled = scenario.condition("doomed", "Stalled")
@@ -441,3 +462,34 @@ def test_retrievals_queue_under_the_outstanding_limit(scenario: Scenario) -> Non
     # One person's data per export, never mixed.
     assert all(t["distinct_id_count"] == 1 for t in tasks)
     assert "429" not in scenario.sandbox.calls(token)["by_status"]
+
+
+def test_409_sends_the_other_ids_and_never_calls_unsent_ids_erased(scenario: Scenario) -> None:
+    """A deletes x; B (x, y) and C (z) are packed; Mixpanel answers 409 naming x and A's task."""
+    token = scenario.project()
+    sandbox = scenario.sandbox
+    sandbox.post(f"/projects/{token}", {"conflict_409": True})
+    scenario.request("a", ["id-x"])
+    [running] = wait_until(lambda: sandbox.tasks(token), what="A's task")
+    sandbox.post(f"/tasks/{running['tracking_id']}/state", {"state": "PENDING", "hold": True})
+    items = [
+        scenario.request_manifest("b", ["id-x", "id-y"]),
+        scenario.request_manifest("c", ["id-z"]),
+    ]
+    scenario.kube.apply({"apiVersion": "v1", "kind": "List", "items": items})
+    finished(scenario, "c")
+    calls = sandbox.calls(token)
+    assert calls["by_status"].get("409") == 1
+    # B's x follows A's running task: B is not done while that task is not.
+    assert scenario.phase("b") != "Succeeded"
+    b_refs = scenario.dsr("b")["status"]["tasks"]
+    assert any(r.get("trackingId") == running["tracking_id"] for r in b_refs)
+    assert b_refs[0]["phase"] == "Split"
+    sandbox.post(f"/tasks/{running['tracking_id']}/state", {"state": "SUCCESS", "hold": False})
+    finished(scenario, "a", "b")
+    # Every id is in a task that reached SUCCESS; y and z were really sent.
+    seen = sandbox.ids(token)
+    for distinct_id in ("id-x", "id-y", "id-z"):
+        assert seen[distinct_id]["deletions_succeeded"] >= 1, distinct_id
+    assert seen["id-y"]["deletion_tasks"] == 1
+    assert seen["id-z"]["deletion_tasks"] == 1

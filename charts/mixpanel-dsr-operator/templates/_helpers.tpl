@@ -42,6 +42,11 @@ app.kubernetes.io/part-of: mixpanel-dsr-operator
 {{- default (include "dsr.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/* The Secret holding the installation's key for digests of ids (the operator makes it). */}}
+{{- define "dsr.keySecretName" -}}
+{{- printf "%s-key" (include "dsr.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "dsr.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
@@ -58,18 +63,24 @@ app.kubernetes.io/part-of: mixpanel-dsr-operator
 
 {{/* Rules on the operator's own resources in a namespace (Role or ClusterRole). */}}
 {{- define "dsr.namespacedRules" -}}
-# Watch requests, keep kopf's finalizer and annotations on them (PATCH), delete finished
-# ones after ttlSecondsAfterFinished.
+# Watch requests (kopf writes nothing on them), delete finished ones after
+# ttlSecondsAfterFinished.
 - apiGroups: [mixpaneldsr.io]
   resources: [datasubjectrequests]
-  verbs: [get, list, watch, patch, delete]
-# Watch projects; kopf's annotations (PATCH).
+  verbs: [get, list, watch, delete]
+# Watch projects.
 - apiGroups: [mixpaneldsr.io]
   resources: [mixpanelprojects]
-  verbs: [get, list, watch, patch]
-# Write status: phase, conditions, counts, Mixpanel task records.
+  verbs: [get, list, watch]
+# The ledger: one MixpanelTask per Mixpanel task, beside its project. Listed once per
+# project at start-up, written before each create call, removed after retention.
 - apiGroups: [mixpaneldsr.io]
-  resources: [datasubjectrequests/status, mixpanelprojects/status]
+  resources: [mixpaneltasks]
+  verbs: [list, create, delete]
+# Write status: requests' phase, conditions, counts and task references; projects'
+# readiness; tasks' Mixpanel state.
+- apiGroups: [mixpaneldsr.io]
+  resources: [datasubjectrequests/status, mixpanelprojects/status, mixpaneltasks/status]
   verbs: [patch]
 # The export Secret is owned by its request with blockOwnerDeletion, which clusters with
 # the OwnerReferencesPermissionEnforcement admission plugin only allow with this.
@@ -89,10 +100,10 @@ app.kubernetes.io/part-of: mixpanel-dsr-operator
 
 {{/* Rules on the cluster-scoped project kind and kopf's cluster observation. */}}
 {{- define "dsr.clusterRules" -}}
-# Watch cluster-wide projects; kopf's annotations (PATCH); their status.
+# Watch cluster-wide projects; their status.
 - apiGroups: [mixpaneldsr.io]
   resources: [clustermixpanelprojects]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 - apiGroups: [mixpaneldsr.io]
   resources: [clustermixpanelprojects/status]
   verbs: [patch]

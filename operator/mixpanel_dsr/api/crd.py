@@ -21,6 +21,7 @@ from mixpanel_dsr.api.models import (
     ClusterMixpanelProject,
     DataSubjectRequest,
     MixpanelProject,
+    MixpanelTask,
 )
 
 Schema = dict[str, Any]
@@ -127,6 +128,18 @@ _DSR_COLUMNS = [
 ]
 
 
+_TASK_COLUMNS = [
+    _column("Project", ".spec.projectRef.name"),
+    _column("Type", ".spec.type"),
+    _column("Phase", ".status.phase"),
+    _column("Mixpanel", ".status.mixpanelState", description="Mixpanel's last reported state"),
+    _column("Ids", ".spec.idCount", "integer"),
+    _column("Requests", ".spec.members[*].name", priority=1),
+    _column("Tracking Id", ".status.trackingId"),
+    _column("Age", ".metadata.creationTimestamp", "date"),
+]
+
+
 def _crd(
     model: type[BaseModel],
     *,
@@ -194,6 +207,14 @@ def all_crds() -> dict[str, Schema]:
             short="cmpp",
             scope="Cluster",
             columns=_PROJECT_COLUMNS,
+        ),
+        "mixpaneltasks.yaml": _crd(
+            MixpanelTask,
+            kind="MixpanelTask",
+            plural="mixpaneltasks",
+            short="mpt",
+            scope="Namespaced",
+            columns=_TASK_COLUMNS,
         ),
     }
 

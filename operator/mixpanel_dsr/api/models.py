@@ -415,57 +415,54 @@ class DataSubjectRequestSpec(Model):
     )
 
 
-OperatorTaskState = Literal["Planned", "Submitting", "Lost", "Superseded"]
+class TaskPhase(StrEnum):
+    """Where one Mixpanel task (a MixpanelTask object) stands, as the operator sees it."""
+
+    #: The task is written down; the create call was not answered yet (or its answer was lost).
+    CREATING = "Creating"
+    #: Mixpanel accepted the task (PENDING, STAGING or UNKNOWN): still cancellable.
+    SUBMITTED = "Submitted"
+    #: Mixpanel started the task (STARTED): no longer cancellable.
+    STARTED = "Started"
+    #: Mixpanel reported SUCCESS: every id of the task is done.
+    SUCCEEDED = "Succeeded"
+    #: Mixpanel reported FAILURE or NOT_FOUND, or refused the create call.
+    FAILED = "Failed"
+    #: The task was cancelled outside the operator (REVOKED).
+    REVOKED = "Revoked"
+    #: The operator cancelled it (a request it served was deleted) or never sent it; the ids
+    #: of the requests that remain were queued again.
+    CANCELLED = "Cancelled"
+    #: Mixpanel refused it because some of its ids were already being deleted; those ids
+    #: follow (or wait for) the running task in a task of their own, the rest were queued again.
+    SPLIT = "Split"
+    #: The create call's answer was lost too many times; its ids are not sent again.
+    LOST = "Lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TaskPhase.CREATING, TaskPhase.SUBMITTED, TaskPhase.STARTED)
 
 
-class TaskRecord(Model):
-    """One Mixpanel task that covers (part of) this request."""
+class TaskReference(Model):
+    """One Mixpanel task (MixpanelTask object) that covers a slice of this request's ids."""
 
-    batch: str = Field(
-        description="The operator's id of the create call, recorded before calling Mixpanel.",
-        max_length=128,
-    )
+    name: str = Field(description="Name of the MixpanelTask object.", max_length=253)
     tracking_id: str | None = Field(
         default=None,
         max_length=256,
-        description="Mixpanel's tracking id; absent while the create call is in flight.",
+        description="Mixpanel's tracking id; absent while the create call is unanswered.",
     )
-    start: int = Field(
-        ge=0, description="First index (inclusive) of this request's ids in the task."
-    )
-    end: int = Field(ge=0, description="Last index (exclusive) of this request's ids in the task.")
-    state: TaskState | OperatorTaskState = Field(
-        description="Mixpanel's last reported state, or the operator's: Planned (dry run), "
-        "Submitting (intent recorded, create in flight), Lost (the create's outcome was lost; "
-        "the ids were re-queued), Superseded (the task no longer serves this request, e.g. "
-        "cancelled with a deleted neighbour; the ids were re-queued).",
-    )
+    start: int = Field(ge=0, description="First index (inclusive) of this request's ids.")
+    end: int = Field(ge=0, description="Last index (exclusive) of this request's ids.")
+    phase: TaskPhase = Field(description="Where the task stands (see MixpanelTask status.phase).")
     attempt: int = Field(default=1, ge=1, description="Submission attempt for this slice.")
-    task_ids: int | None = Field(
-        default=None,
-        ge=0,
-        description="Ids in the whole Mixpanel task, this request's and others'.",
-    )
     submitted_at: datetime | None = Field(
         default=None, description="When Mixpanel accepted the task."
     )
-    checked_at: datetime | None = Field(
-        default=None, description="When the task's state was last read from Mixpanel."
-    )
     message: str | None = Field(
-        default=None,
-        max_length=1024,
-        description="Why the task ended as it did, when Mixpanel or the operator said.",
+        default=None, max_length=1024, description="Why the task ended as it did."
     )
-    ambiguous: bool | None = Field(
-        default=None,
-        description="True when the create call's outcome was lost (crash or timeout after "
-        "sending): Mixpanel may hold a duplicate task.",
-    )
-
-    def but(self, **changes: object) -> TaskRecord:
-        """A validated copy with ``changes`` (field names, not aliases)."""
-        return TaskRecord.model_validate({**self.model_dump(), **changes})
 
 
 class LocalObjectReference(Model):
@@ -499,8 +496,13 @@ class DataSubjectRequestStatus(Model):
         default=None,
         description="Statutory deadline: GDPR one month, CCPA 45 days from receivedAt or creation.",
     )
-    tasks: list[TaskRecord] | None = Field(
-        default=None, description="Every Mixpanel task that covers this request."
+    tasks: list[TaskReference] | None = Field(
+        default=None,
+        description="Every Mixpanel task that covers this request, oldest first; a later task "
+        "overrides an earlier one for the ids they share. The MixpanelTask objects hold the rest.",
+    )
+    planned_tasks: int | None = Field(
+        default=None, ge=0, description="For a dry run: how many Mixpanel tasks it would take."
     )
     result_secret_ref: LocalObjectReference | None = Field(
         default=None,
@@ -523,3 +525,115 @@ class DataSubjectRequest(Model):
 
     spec: DataSubjectRequestSpec
     status: DataSubjectRequestStatus | None = None
+
+
+# --------------------------------------------------------------------------- the ledger
+
+#: Most request slices one Mixpanel task may serve (one id each at Mixpanel's 2000 limit).
+MAX_TASK_MEMBERS = MAX_IDS_PER_REQUEST
+
+
+class TaskMember(Model):
+    """One request's slice of a Mixpanel task: ``ids[start:end]`` of that request."""
+
+    namespace: str = Field(description="Namespace of the DataSubjectRequest.", max_length=63)
+    name: str = Field(description="Name of the DataSubjectRequest.", max_length=253)
+    uid: str = Field(description="metadata.uid of the DataSubjectRequest.", max_length=64)
+    start: int = Field(ge=0, description="First index (inclusive) of the request's ids.")
+    end: int = Field(ge=1, description="Last index (exclusive) of the request's ids.")
+    attempt: int = Field(default=1, ge=1, description="Submission attempt of this slice.")
+
+
+class MixpanelTaskSpec(Model):
+    """One Mixpanel task, written by the operator before its create call; immutable.
+
+    Holds no distinct id: the members name request slices, and the digest is keyed with
+    the installation's key.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self == oldSelf", "spec is immutable: it records what was sent to Mixpanel")
+        )
+    )
+
+    project_ref: ProjectReference = Field(
+        description="The project (in this namespace for a MixpanelProject)."
+    )
+    type: RequestType = Field(description="Deletion or Retrieval.")
+    compliance_type: ComplianceType = Field(description="GDPR or CCPA.")
+    disclosure_type: DisclosureType | None = Field(
+        default=None, description="For CCPA retrievals: Data, Categories or Sources."
+    )
+    members: list[TaskMember] = Field(
+        min_length=1,
+        max_length=MAX_TASK_MEMBERS,
+        description="The request slices whose ids this task holds, in the order sent.",
+    )
+    id_count: int = Field(ge=1, le=MAX_IDS_PER_REQUEST, description="Distinct ids sent.")
+    ids_digest: str = Field(
+        max_length=80,
+        description="HMAC-SHA256 of the ids sent, keyed with the installation's key: checks "
+        "that a re-sent task holds the same ids, and lets nobody without the key confirm one.",
+    )
+    sequence: int = Field(
+        ge=0,
+        description="Order among the project's tasks: a later task overrides an earlier one "
+        "for the request slices they share.",
+    )
+    retry_of: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The task whose failure or 409 this one carries on, if any.",
+    )
+
+
+class MixpanelTaskStatus(Model):
+    """What the operator last saw of the Mixpanel task."""
+
+    phase: TaskPhase | None = Field(default=None, description="Where the task stands.")
+    conditions: ConditionList | None = None
+    tracking_id: str | None = Field(
+        default=None, max_length=256, description="Mixpanel's tracking id, once created."
+    )
+    mixpanel_state: TaskState | None = Field(
+        default=None, description="The state Mixpanel last reported."
+    )
+    adopted: bool | None = Field(
+        default=None,
+        description="True when the tracking id is another task's that Mixpanel named in a 409 "
+        "for exactly these ids (it already deletes them).",
+    )
+    create_calls: int | None = Field(
+        default=None, ge=0, description="How many times the create call was sent."
+    )
+    lost_answers: int | None = Field(
+        default=None, ge=0, description="How many create calls had their answer lost."
+    )
+    ambiguous: bool | None = Field(
+        default=None,
+        description="True when a create call's answer was lost (crash or timeout after "
+        "sending): Mixpanel may hold a duplicate task.",
+    )
+    next_attempt_at: datetime | None = Field(
+        default=None, description="When an unanswered or refused create is tried again."
+    )
+    submitted_at: datetime | None = Field(
+        default=None, description="When Mixpanel accepted the task."
+    )
+    checked_at: datetime | None = Field(
+        default=None, description="When the task's state was last read from Mixpanel."
+    )
+    completion_time: datetime | None = Field(
+        default=None, description="When the task reached a final phase."
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="Why the task is where it is."
+    )
+
+
+class MixpanelTask(Model):
+    """One Mixpanel task: the operator's ledger (short name mpt); users never write it."""
+
+    spec: MixpanelTaskSpec
+    status: MixpanelTaskStatus | None = None

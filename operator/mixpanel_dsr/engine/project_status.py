@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from mixpanel_dsr import metrics
 from mixpanel_dsr.api.models import Condition
 from mixpanel_dsr.conditions import get_condition, remove_condition, set_condition
 from mixpanel_dsr.engine.registry import Engine
 from mixpanel_dsr.engine.state import Project, project_label
-from mixpanel_dsr.progress import tally
 
 
 async def write_project_status(engine: Engine, project: Project) -> None:
     if project.spec is None or project.body is None:
         return
-    now = datetime.now(UTC)
+    now = engine.wall()
     generation = project.body["metadata"].get("generation")
     label = project_label(project.key)
     before = project.status
@@ -59,24 +56,23 @@ async def write_project_status(engine: Engine, project: Project) -> None:
             put("TokenExpiring", False, "TokenValid", f"the OAuth token expires {expires:%Y-%m-%d}")
     metrics.TOKEN_EXPIRY.labels(label).set(expires.timestamp() if expires else 0)
     metrics.PROJECT_READY.labels(label).set(1 if project.ready else 0)
-    metrics.OUTSTANDING_TASKS.labels(label).set(len(project.tasks))
+    live = [t for t in project.tasks.values() if not t.phase.terminal]
+    metrics.OUTSTANDING_TASKS.labels(label).set(len(live))
 
     queued = 0
-    for request in engine.requests_of(project):
-        if request.ids is not None:
-            queued += tally(
-                len(request.ids), request.records, engine.settings.max_attempts
-            ).pending_ids
+    for key in project.waiting:
+        request = engine.requests.get(key)
+        coverage = request.coverage if request else None
+        if coverage is not None:
+            queued += coverage.pending_ids
     after = before.model_copy(
         update={
             "observed_generation": generation,
             "conditions": conds,
             "token_expires_at": expires,
             "queued_ids": queued,
-            "outstanding_tasks": len(project.tasks),
-            "outstanding_retrievals": sum(
-                1 for t in project.tasks.values() if t.kind == "retrieval"
-            ),
+            "outstanding_tasks": len(live),
+            "outstanding_retrievals": sum(1 for t in live if not t.is_deletion),
         }
     )
     if after.to_wire() == before.to_wire():

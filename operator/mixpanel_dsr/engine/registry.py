@@ -1,11 +1,11 @@
-"""The Engine: what kopf hands in, what is written back to status, and Events."""
+"""The Engine: what kopf hands in, request status derived from the ledger, and Events."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,15 +20,24 @@ from mixpanel_dsr.api.models import (
 )
 from mixpanel_dsr.conditions import get_condition
 from mixpanel_dsr.deadlines import deadline
-from mixpanel_dsr.engine.state import Project, ProjectKey, Request, Task, project_label
-from mixpanel_dsr.kube import Kube, SecretProblem
+from mixpanel_dsr.engine.ports import KubePort
+from mixpanel_dsr.engine.state import (
+    FINISHED,
+    Finished,
+    Project,
+    ProjectKey,
+    Request,
+    project_label,
+)
+from mixpanel_dsr.kube import SecretProblem
+from mixpanel_dsr.ledger import Coverage, Policy, Waiting, cover, plan
 from mixpanel_dsr.planning import InvalidIdsError, ids_digest, parse_id_list
-from mixpanel_dsr.progress import IN_FLIGHT, Blocker, compose_status
+from mixpanel_dsr.progress import Blocker, compose_status
 from mixpanel_dsr.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FINISHED = {Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
+Worker = Callable[["Engine", Project], Coroutine[Any, Any, None]]
 
 
 def utcnow() -> datetime:
@@ -48,24 +57,39 @@ def project_key_of(spec_ref_kind: str, namespace: str, name: str) -> ProjectKey:
 
 
 class Engine:
-    """Holds every request and project the operator serves and runs one worker per project."""
+    """Holds the requests and projects the operator serves; one worker per project drives
+    them (see :mod:`.worker`). The engine is the only writer of their status and of the
+    MixpanelTask ledger."""
 
     def __init__(
         self,
         settings: Settings,
-        kube: Kube,
+        kube: KubePort,
         *,
+        worker: Worker | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.kube = kube
         self.clock = clock
+        self.wall = wall
+        self.policy = Policy(
+            max_attempts=settings.max_attempts,
+            retry_base=settings.retry_interval,
+            retry_max=max(settings.retry_interval, settings.create_retry_max),
+        )
         self.requests: dict[str, Request] = {}
+        self.finished: dict[str, Finished] = {}
         self.projects: dict[ProjectKey, Project] = {}
-        #: Batches whose create call this process has in flight (others are lost on restart).
-        self.inflight_batches: set[str] = set()
+        #: Tasks whose create call this process has in flight.
+        self.inflight: set[str] = set()
+        #: The installation's key for digests of ids (set at start-up).
+        self.key: bytes = b""
+        self._worker = worker
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
+            follow_redirects=False,
             event_hooks={"response": [self._count_response]},
         )
         self._housekeeper: asyncio.Task[None] | None = None
@@ -107,11 +131,10 @@ class Engine:
         project = self.projects.get(key)
         if project is None:
             project = self.projects[key] = Project(key=key)
-            from mixpanel_dsr.engine.worker import run_worker
-
-            project.worker = asyncio.create_task(
-                run_worker(self, project), name=f"project {project_label(key)}"
-            )
+            if self._worker is not None:
+                project.worker = asyncio.create_task(
+                    self._worker(self, project), name=f"project {project_label(key)}"
+                )
         return project
 
     async def upsert_project(self, body: dict[str, Any]) -> None:
@@ -127,7 +150,7 @@ class Engine:
         if changed:
             project.next_verify = 0.0
             project.client = None
-        project.wake.set()
+            project.wake.set()
 
     async def remove_project(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -139,6 +162,7 @@ class Engine:
         project.spec = None
         project.ready = False
         project.client = None
+        project.dirty |= project.members
         project.wake.set()
 
     def project_blocker(self, request: Request) -> Blocker | None:
@@ -155,93 +179,83 @@ class Engine:
         return None
 
     def requests_of(self, project: Project) -> list[Request]:
-        return [r for r in self.requests.values() if r.project == project.key]
+        return [self.requests[k] for k in project.members if k in self.requests]
 
     # ------------------------------------------------------------------ requests
 
     async def upsert_request(self, body: dict[str, Any]) -> None:
-        """A request was created, changed, or seen again after a restart."""
+        """A request was created, changed, or seen again after a restart (or our own
+        status write came back): cheap when nothing the engine uses changed."""
         meta = body["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
-        parsed = DataSubjectRequest.model_validate(body)
+        generation = meta.get("generation")
         existing = self.requests.get(key)
         if existing and existing.uid == meta["uid"]:
-            async with existing.lock:
-                was_dry = existing.spec.dry_run
-                existing.spec = parsed.spec
-                existing.generation = meta.get("generation")
-                if was_dry and not parsed.spec.dry_run:
-                    existing.records = [r for r in existing.records if r.state != "Planned"]
-                    existing.waiting_since = self.clock()
-                await self.commit(existing)
-            self.project(existing.project).wake.set()
+            if existing.generation == generation:
+                return
+            parsed = DataSubjectRequest.model_validate(body)
+            existing.spec = parsed.spec
+            existing.generation = generation
+            existing.waiting_since = self.clock()
+            project = self.project(existing.project)
+            project.dirty.add(key)
+            project.wake.set()
             return
+        done = self.finished.get(key)
+        if done and done.uid == meta["uid"]:
+            done.ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+            return
+        parsed = DataSubjectRequest.model_validate(body)
         status = parsed.status or DataSubjectRequestStatus()
+        if status.phase in FINISHED and status.observed_generation == generation:
+            # Finished requests cost nothing: no ids read, no tally, no status write.
+            self.finished[key] = Finished(
+                namespace=meta["namespace"],
+                name=meta["name"],
+                uid=meta["uid"],
+                phase=status.phase,
+                completion_time=status.completion_time,
+                ttl=parsed.spec.ttl_seconds_after_finished,
+                result_secret=status.result_secret_ref.name if status.result_secret_ref else None,
+            )
+            return
         request = Request(
             key=key,
             namespace=meta["namespace"],
             name=meta["name"],
             uid=meta["uid"],
-            generation=meta.get("generation"),
+            generation=generation,
             created=_parse_time(meta.get("creationTimestamp")),
             spec=parsed.spec,
             status=status,
             project=project_key_of(
                 parsed.spec.project_ref.kind, meta["namespace"], parsed.spec.project_ref.name
             ),
-            records=list(status.tasks or []),
+            waiting_since=self.clock(),
         )
         self.requests[key] = request
         project = self.project(request.project)
-        async with request.lock:
-            lost = self._recover_lost_creates(request)
-            await self.resolve_ids(request)
-            if request.ids is not None:
-                self._track_tasks(project, request)
-                request.waiting_since = self.clock()
-            await self.commit(request)
-        if lost:
-            await self.event(
-                request,
-                "PossibleDuplicate",
-                f"the operator stopped while creating {lost} Mixpanel task(s) for this request; "
-                "their ids are submitted again and Mixpanel may hold a duplicate task",
-                warning=True,
-            )
+        project.members.add(key)
+        project.unresolved.add(key)
+        project.dirty.add(key)
         project.wake.set()
 
-    def _recover_lost_creates(self, request: Request) -> int:
-        """Submitting records of a create no process has in flight: the answer was lost."""
-        lost = 0
-        for n, record in enumerate(request.records):
-            if record.state == "Submitting" and record.batch not in self.inflight_batches:
-                request.records[n] = record.but(
-                    state="Lost",
-                    ambiguous=True,
-                    message="the create call's answer was lost; ids re-queued",
-                )
-                lost += 1
-        return lost
-
-    def _track_tasks(self, project: Project, request: Request) -> None:
-        """Register the request's in-flight Mixpanel tasks for polling (soon)."""
-        now = self.clock()
-        for record in request.records:
-            if record.tracking_id and record.state in IN_FLIGHT:
-                task = project.tasks.get(record.tracking_id)
-                if task is None:
-                    task = project.tasks[record.tracking_id] = Task(
-                        tracking_id=record.tracking_id,
-                        kind="deletion" if request.is_deletion else "retrieval",
-                        batch=record.batch,
-                        members=[],
-                        state=str(record.state),
-                        next_check=now,
-                        interval=self.settings.poll_initial,
-                    )
-                member = (request.key, record.start, record.end)
-                if member not in task.members:
-                    task.members.append(member)
+    def request_deleted(self, body: dict[str, Any]) -> None:
+        """The request is gone: its live tasks are cancelled where Mixpanel still allows."""
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        self.finished.pop(key, None)
+        request = self.requests.get(key)
+        if request is None or request.uid != meta["uid"]:
+            return
+        del self.requests[key]
+        project = self.projects.get(request.project)
+        if project is None:
+            return
+        for members in (project.members, project.waiting, project.dirty, project.unresolved):
+            members.discard(key)
+        project.gone.add(request.uid)
+        project.wake.set()
 
     async def resolve_ids(self, request: Request) -> None:
         """The request's distinct ids, inline or from its Secret; a blocker if unreadable."""
@@ -275,42 +289,61 @@ class Engine:
         if request.blocker and request.blocker.reason.startswith(("Ids", "InvalidIds")):
             request.blocker = None
 
-    def forget(self, key: str) -> None:
-        request = self.requests.pop(key, None)
-        if request is None:
-            return
-        project = self.projects.get(request.project)
-        if project:
-            for task in list(project.tasks.values()):
-                task.members = [m for m in task.members if m[0] != key]
-                if not task.members:
-                    project.tasks.pop(task.tracking_id, None)
-
     # ------------------------------------------------------------------ status
+
+    def coverage_of(self, project: Project, request: Request) -> Coverage | None:
+        """Where the request's ids stand, derived from the project's ledger (cached)."""
+        if request.ids is None or not project.ledger_loaded:
+            return None
+        if request.coverage is None:
+            request.coverage = cover(
+                len(request.ids), project.slices.get(request.uid, []), self.policy
+            )
+        return request.coverage
 
     def deadline_of(self, request: Request) -> datetime:
         return deadline(request.compliance, request.received)
 
-    async def commit(self, request: Request) -> None:
-        """Recompute the request's status and write it if it changed; Events on transitions.
+    def planned_tasks(self, project: Project, request: Request, coverage: Coverage) -> int:
+        """For a dry run: how many tasks the request would take on its own."""
+        if project.spec is None or request.ids is None:
+            return 0
+        ids = request.ids
+        waiting = [Waiting(request.key, p, tuple(ids[p.range.start : p.range.end])) for p in
+                   coverage.pending]  # fmt: skip
+        return len(plan(waiting, project.spec.max_ids_per_request, deletion=request.is_deletion))
 
-        Callers hold ``request.lock``.
-        """
+    async def commit(self, project: Project, request: Request) -> None:
+        """Recompute the request's status and write it if what a person sees changed."""
         before = request.status
-        total = len(request.ids) if request.ids is not None else (before.ids_total or 0)
+        coverage = self.coverage_of(project, request)
+        if coverage is None:
+            coverage = Coverage(total=before.ids_total or 0)
+        dry_run = request.spec.dry_run
         after = compose_status(
             before,
             generation=request.generation,
-            total=total,
-            records=request.records,
-            max_attempts=self.settings.max_attempts,
-            dry_run=request.spec.dry_run,
+            coverage=coverage,
+            dry_run=dry_run,
+            planned_tasks=self.planned_tasks(project, request, coverage) if dry_run else None,
             deadline=self.deadline_of(request),
-            now=utcnow(),
+            now=self.wall(),
             at_risk_margin=self.settings.deadline_margin,
             blocker=request.blocker or self.project_blocker(request),
         )
         after = after.model_copy(update={"ids_digest": before.ids_digest})
+        waits = (
+            request.ids is not None
+            and bool(coverage.pending)
+            and not dry_run
+            and request.blocker is None
+        )
+        if waits:
+            if request.key not in project.waiting:
+                request.waiting_since = self.clock()
+            project.waiting.add(request.key)
+        else:
+            project.waiting.discard(request.key)
         if after.to_wire() == before.to_wire():
             return
         request.status = after
@@ -320,6 +353,25 @@ class Engine:
         if not written:
             return
         await self._announce(request, before, after)
+        if after.phase in FINISHED:
+            self._retire(project, request)
+
+    def _retire(self, project: Project, request: Request) -> None:
+        """A finished request leaves the working set: nothing more is read or tallied."""
+        self.requests.pop(request.key, None)
+        for members in (project.members, project.waiting, project.unresolved):
+            members.discard(request.key)
+        status = request.status
+        self.finished[request.key] = Finished(
+            namespace=request.namespace,
+            name=request.name,
+            uid=request.uid,
+            phase=status.phase or Phase.SUCCEEDED,
+            completion_time=status.completion_time,
+            ttl=request.spec.ttl_seconds_after_finished,
+            result_secret=status.result_secret_ref.name if status.result_secret_ref else None,
+        )
+        project.alive.add(request.uid)
 
     async def _announce(
         self, request: Request, before: DataSubjectRequestStatus, after: DataSubjectRequestStatus
@@ -327,15 +379,20 @@ class Engine:
         if after.phase != before.phase and after.phase is not None:
             ready = get_condition(after.conditions, "Ready")
             message = ready.message if ready else after.phase.value
-            warning = after.phase in (Phase.FAILED, Phase.CANCELLED)
-            await self.event(request, after.phase.value, message, warning=warning)
+            if after.phase in FINISHED:
+                warning = after.phase is not Phase.SUCCEEDED
+                await self.event(request, after.phase.value, message, warning=warning)
             log.info(
                 "request %s: %s -> %s (%s ids)",
                 request.key, before.phase, after.phase.value, after.ids_total,
             )  # fmt: skip
         stalled_before = get_condition(before.conditions, "Stalled")
         stalled = get_condition(after.conditions, "Stalled")
-        if stalled and (not stalled_before or stalled_before.reason != stalled.reason):
+        if (
+            stalled
+            and (not stalled_before or stalled_before.reason != stalled.reason)
+            and after.phase not in FINISHED
+        ):
             await self.event(request, stalled.reason, stalled.message, warning=True)
         risk_before = get_condition(before.conditions, "DeadlineAtRisk")
         risk = get_condition(after.conditions, "DeadlineAtRisk")
@@ -345,85 +402,62 @@ class Engine:
             and (not risk_before or risk_before.reason != risk.reason)
         ):
             await self.event(request, risk.reason, risk.message, warning=True)
+        dup_before = get_condition(before.conditions, "PossibleDuplicate")
+        dup = get_condition(after.conditions, "PossibleDuplicate")
+        if dup and not dup_before:
+            await self.event(request, "PossibleDuplicate", dup.message, warning=True)
 
     async def event(
         self, request: Request, reason: str, message: str, *, warning: bool = False
     ) -> None:
         await self.kube.event(request.ref(), reason, message, warning=warning)
 
-    # ------------------------------------------------------------------ deletion
-
-    async def finalize(self, body: dict[str, Any]) -> None:
-        """A request is being deleted: cancel what can still be cancelled, within a bound."""
-        meta = body["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
-        request = self.requests.get(key)
-        if request is None or request.uid != meta["uid"]:
-            return
-        request.deleting = True
-        from mixpanel_dsr.engine.worker import cancel_request
-
-        try:
-            await asyncio.wait_for(
-                cancel_request(self, request), timeout=self.settings.finalizer_timeout
-            )
-        except TimeoutError:
-            await self.event(
-                request,
-                "FinalizerTimedOut",
-                "could not cancel the Mixpanel tasks within "
-                f"{self.settings.finalizer_timeout:.0f}s; released without cancelling "
-                "(Mixpanel may still carry them out)",
-                warning=True,
-            )
-        finally:
-            self.forget(key)
-
     # ------------------------------------------------------------------ housekeeping
 
     async def _housekeeping(self) -> None:
         while True:
             try:
-                await self._refresh()
+                await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(max(self.settings.tick, 5.0))
 
-    async def _refresh(self) -> None:
+    async def refresh(self) -> None:
         """Metrics, deadline conditions that move with time, and TTL removal."""
-        now = utcnow()
+        now = self.wall()
         phases: dict[str, int] = {p.value: 0 for p in Phase}
         risk = {"near": 0, "passed": 0}
         oldest = 0.0
         for request in list(self.requests.values()):
             phase = request.status.phase or Phase.PENDING
             phases[phase.value] += 1
-            if phase not in FINISHED:
-                oldest = max(oldest, (now - request.received).total_seconds())
-                due = self.deadline_of(request)
-                if now >= due:
-                    risk["passed"] += 1
-                elif now >= due - self.settings.deadline_margin:
-                    risk["near"] += 1
-                async with request.lock:
-                    await self.commit(request)
-            await self._expire(request, now)
+            oldest = max(oldest, (now - request.received).total_seconds())
+            due = self.deadline_of(request)
+            if now >= due:
+                risk["passed"] += 1
+            elif now >= due - self.settings.deadline_margin:
+                risk["near"] += 1
+                project = self.projects.get(request.project)
+                if project is not None:
+                    project.dirty.add(request.key)  # DeadlineAtRisk moves with time
+        for key, done in list(self.finished.items()):
+            phases[done.phase.value] += 1
+            await self._expire(key, done, now)
         for phase_name, count in phases.items():
             metrics.REQUESTS.labels(phase_name).set(count)
         for state, count in risk.items():
             metrics.REQUESTS_AT_RISK.labels(state).set(count)
         metrics.OLDEST_PENDING.set(oldest)
 
-    async def _expire(self, request: Request, now: datetime) -> None:
-        ttl = request.spec.ttl_seconds_after_finished
-        done = request.status.completion_time
-        if ttl is None or done is None or request.status.phase not in FINISHED:
+    async def _expire(self, key: str, done: Finished, now: datetime) -> None:
+        if done.ttl is None or done.completion_time is None:
             return
-        if (now - done).total_seconds() < ttl:
+        if (now - done.completion_time).total_seconds() < done.ttl:
             return
-        log.info("request %s: ttlSecondsAfterFinished passed, deleting it", request.key)
-        if request.status.result_secret_ref:
-            await self.kube.delete_secret(request.namespace, request.status.result_secret_ref.name)
-        await self.kube.delete_request(request.namespace, request.name)
+        log.info("request %s: ttlSecondsAfterFinished passed, deleting it", key)
+        if done.result_secret:
+            await self.kube.delete_secret(done.namespace, done.result_secret)
+        await self.kube.delete_request(done.namespace, done.name)
+        self.finished.pop(key, None)

@@ -1,4 +1,8 @@
-"""In-memory mirrors of requests, projects and Mixpanel tasks."""
+"""What the engine holds in memory: requests, projects and their ledger of tasks.
+
+Everything here is rebuilt from the API server after a restart: requests from kopf's
+listing, tasks from one LIST of MixpanelTask objects per project.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mixpanel_dsr.api import API_VERSION
 from mixpanel_dsr.api.models import (
     DataSubjectRequestSpec,
     DataSubjectRequestStatus,
     MixpanelProjectSpec,
     MixpanelProjectStatus,
+    Phase,
     RequestType,
-    TaskRecord,
 )
+from mixpanel_dsr.ledger import Coverage, Slice, Task
 from mixpanel_dsr.mixpanel.client import MixpanelClient
 from mixpanel_dsr.mixpanel.types import ComplianceType
 from mixpanel_dsr.progress import Blocker
 
 ProjectKey = tuple[str, str | None, str]
+FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 
 def project_label(key: ProjectKey) -> str:
@@ -29,7 +36,7 @@ def project_label(key: ProjectKey) -> str:
 
 @dataclass
 class Request:
-    """A DataSubjectRequest as the engine knows it."""
+    """A DataSubjectRequest that is not finished, as the engine knows it."""
 
     key: str
     namespace: str
@@ -40,15 +47,14 @@ class Request:
     spec: DataSubjectRequestSpec
     status: DataSubjectRequestStatus
     project: ProjectKey
-    records: list[TaskRecord] = field(default_factory=list)
     ids: list[str] | None = None
     blocker: Blocker | None = None
-    deleting: bool = False
+    #: Derived from the ledger; None when a task that covers the request changed.
+    coverage: Coverage | None = None
     #: Monotonic time since when ids have been waiting to be submitted.
     waiting_since: float | None = None
     #: Monotonic time before which an unreadable ids Secret is not read again.
     next_resolve: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def is_deletion(self) -> bool:
@@ -65,23 +71,47 @@ class Request:
     def ref(self) -> dict[str, Any]:
         """The object reference Events and owned Secrets need."""
         return {
-            "apiVersion": "mixpaneldsr.io/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": "DataSubjectRequest",
             "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
         }
 
 
 @dataclass
-class Task:
-    """One Mixpanel task and the request slices it serves."""
+class Finished:
+    """A finished request: all the engine keeps of it (for TTL and metrics)."""
 
-    tracking_id: str
-    kind: str  # "deletion" | "retrieval"
-    batch: str
-    members: list[tuple[str, int, int]]
-    state: str
-    next_check: float
-    interval: float
+    namespace: str
+    name: str
+    uid: str
+    phase: Phase
+    completion_time: datetime | None
+    ttl: int | None
+    result_secret: str | None
+
+
+@dataclass
+class LiveTask(Task):
+    """A ledger task with what the engine needs to drive it."""
+
+    namespace: str = ""
+    uid: str = ""
+    #: Monotonic time of the next status check, and the current interval.
+    next_check: float = 0.0
+    interval: float = 0.0
+    #: Found at start-up in Creating with no answer recorded: its create may have been sent.
+    recovered: bool = False
+    #: Mixpanel refused to cancel it (already started): do not ask again.
+    cancel_refused: bool = False
+    #: Its status differs from what the API server holds (a write failed): write it again.
+    unsaved: bool = False
+
+    def ref(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "MixpanelTask",
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
+        }
 
 
 @dataclass
@@ -106,6 +136,25 @@ class Project:
     client: MixpanelClient | None = None
     #: The OAuth token as last read from the Secret, and when (monotonic).
     token_cache: tuple[str, float] | None = None
-    tasks: dict[str, Task] = field(default_factory=dict)
+    #: The ledger: every MixpanelTask of the project, by name, once loaded.
+    tasks: dict[str, LiveTask] = field(default_factory=dict)
+    ledger_loaded: bool = False
+    #: Request uid -> its slices in the project's tasks.
+    slices: dict[str, list[Slice]] = field(default_factory=dict)
+    #: Highest task sequence written so far.
+    sequence: int = 0
+    #: Requests (keys) of this project: all, those whose ids wait, those whose status
+    #: may need writing, and those whose ids are not read yet.
+    members: set[str] = field(default_factory=set)
+    waiting: set[str] = field(default_factory=set)
+    dirty: set[str] = field(default_factory=set)
+    unresolved: set[str] = field(default_factory=set)
+    #: Request uids known to be deleted, and uids confirmed to exist.
+    gone: set[str] = field(default_factory=set)
+    alive: set[str] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+
+    @property
+    def namespace_of_tasks(self) -> str | None:
+        return self.key[1]

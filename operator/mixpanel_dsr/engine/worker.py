@@ -1,8 +1,14 @@
-"""One worker per project: check credentials, pack and submit, poll, cancel.
+"""One worker per project: load the ledger, then cancels before creates before polls.
 
-Every Mixpanel call for a project goes through its one client, whose request
-budget is shared by creates, status checks and cancels (design invariant 3).
-A failure here touches this project's requests only (invariant 6).
+Every Mixpanel call for a project goes through its one client, whose request budget is
+shared by creates, status checks and cancels (design invariant 3); the worker makes them
+one at a time, always choosing the most urgent. What to do with an answer is decided by
+:mod:`mixpanel_dsr.ledger` (pure); this module only carries it out. A failure here
+touches this project's requests only (invariant 6).
+
+Writes per Mixpanel task, whatever the number of requests it serves (invariant 7): the
+MixpanelTask object before the create call, its status right after, and one status write
+per change of Mixpanel state.
 """
 
 from __future__ import annotations
@@ -10,14 +16,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from datetime import UTC, datetime
+import secrets
+
+from kubernetes.client.exceptions import ApiException
 
 from mixpanel_dsr import metrics
-from mixpanel_dsr.api.models import TaskRecord
-from mixpanel_dsr.engine.registry import Engine, utcnow
-from mixpanel_dsr.engine.state import Project, Request, Task, project_label
+from mixpanel_dsr.api.models import (
+    LocalObjectReference,
+    MixpanelTask,
+    MixpanelTaskSpec,
+    MixpanelTaskStatus,
+    ProjectReference,
+    TaskMember,
+    TaskPhase,
+)
+from mixpanel_dsr.engine.ports import MixpanelPort
+from mixpanel_dsr.engine.project_status import write_project_status
+from mixpanel_dsr.engine.registry import Engine
+from mixpanel_dsr.engine.state import LiveTask, Project, Request, project_label
 from mixpanel_dsr.kube import SecretProblem
+from mixpanel_dsr.ledger import (
+    CreateOutcome,
+    CreateResult,
+    NewTask,
+    Slice,
+    Waiting,
+    after_cancel,
+    after_create,
+    after_poll,
+    cancellable,
+    conflict_ranges,
+    first_check_delay,
+    needs_cancel,
+    next_interval,
+    plan,
+)
 from mixpanel_dsr.mixpanel.client import MixpanelClient
 from mixpanel_dsr.mixpanel.errors import (
     AmbiguousCreateError,
@@ -27,9 +60,9 @@ from mixpanel_dsr.mixpanel.errors import (
     MixpanelError,
     NotCancellableError,
 )
-from mixpanel_dsr.mixpanel.types import ComplianceType, TaskState
-from mixpanel_dsr.planning import Pending, PlannedTask, Range, pack, split
-from mixpanel_dsr.progress import Blocker, tally
+from mixpanel_dsr.mixpanel.types import TaskState
+from mixpanel_dsr.planning import keyed_digest
+from mixpanel_dsr.progress import Blocker
 from mixpanel_dsr.settings import parse_duration
 
 log = logging.getLogger(__name__)
@@ -41,14 +74,13 @@ STATUS_WRITE_SECONDS = 5.0
 
 
 async def run_worker(engine: Engine, project: Project) -> None:
-    """The project's loop: wakes on changes or every tick, never dies of one error."""
+    """The project's loop: wakes on changes or when work is due; never dies of one error."""
     while True:
-        woken = False
         with contextlib.suppress(TimeoutError):
-            woken = await asyncio.wait_for(project.wake.wait(), timeout=engine.settings.tick)
+            await asyncio.wait_for(project.wake.wait(), timeout=engine.settings.tick)
         project.wake.clear()
         try:
-            await step(engine, project, woken=woken)
+            await step(engine, project)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -56,42 +88,45 @@ async def run_worker(engine: Engine, project: Project) -> None:
             await asyncio.sleep(engine.settings.retry_interval)
 
 
-async def step(engine: Engine, project: Project, *, woken: bool = True) -> None:
-    requests = engine.requests_of(project)
+async def step(engine: Engine, project: Project) -> None:
+    """Everything that is due for the project now, most urgent first."""
     if project.spec is None:
         if not project.looked_up or engine.clock() >= project.next_verify:
             await _look_up(engine, project)
         if project.spec is None:
-            await _commit_all(engine, requests)
+            await flush(engine, project, everything=True)
             return
-    now = engine.clock()
-    if now >= project.next_verify:
+    if engine.clock() >= project.next_verify:
         await verify(engine, project)
-        await _commit_all(engine, requests)
-    if woken or now >= project.next_status_write:
-        project.next_status_write = now + STATUS_WRITE_SECONDS
-        await _write_project_status(engine, project)
-    if not project.ready:
-        return
-    for request in requests:
-        if request.ids is None and not request.deleting and now >= request.next_resolve:
-            request.next_resolve = now + engine.settings.retry_interval
-            async with request.lock:
-                await engine.resolve_ids(request)
-                if request.ids is not None:
-                    request.waiting_since = engine.clock()
-                await engine.commit(request)
-    await plan_dry_runs(engine, project)
-    await poll(engine, project)
-    if project.ready and engine.clock() >= project.hold_until:
-        await submit_deletions(engine, project)
-        await submit_retrievals(engine, project)
+        project.dirty |= project.members
+    if engine.clock() >= project.next_status_write or project.wake.is_set():
+        project.next_status_write = engine.clock() + STATUS_WRITE_SECONDS
+        await write_project_status(engine, project)
+    if not project.ledger_loaded:
+        await load_ledger(engine, project)
+        if not project.ledger_loaded:
+            return
+    await resolve(engine, project)
+    await save_tasks(engine, project)
+    await flush(engine, project)
+    while project.ready and await act(engine, project):
+        await flush(engine, project)
+    await flush(engine, project)
 
 
-async def _commit_all(engine: Engine, requests: list[Request]) -> None:
-    for request in requests:
-        async with request.lock:
-            await engine.commit(request)
+async def flush(engine: Engine, project: Project, *, everything: bool = False) -> None:
+    """Write the status of every request whose view may have changed (only those)."""
+    keys = set(project.members) if everything else project.dirty
+    project.dirty = set()
+    for key in sorted(keys):
+        request = engine.requests.get(key)
+        if request is None:
+            continue
+        try:
+            await engine.commit(project, request)
+        except ApiException as err:
+            log.warning("request %s: status write failed (HTTP %s)", key, err.status)
+            project.dirty.add(key)
 
 
 async def _look_up(engine: Engine, project: Project) -> None:
@@ -103,10 +138,540 @@ async def _look_up(engine: Engine, project: Project) -> None:
     project.looked_up = True
 
 
+# ---------------------------------------------------------------------- the ledger
+
+
+def tasks_namespace(engine: Engine, project: Project) -> str:
+    return project.key[1] or engine.settings.operator_namespace
+
+
+def _index(engine: Engine, project: Project, task: LiveTask) -> None:
+    """Add a task to the project's ledger; the requests it covers see it next flush."""
+    project.tasks[task.name] = task
+    project.sequence = max(project.sequence, task.spec.sequence)
+    for n, member in enumerate(task.spec.members):
+        project.slices.setdefault(member.uid, []).append(Slice(task, n))
+    _touch(engine, project, task)
+
+
+def _touch(engine: Engine, project: Project, task: LiveTask) -> None:
+    """The task changed: the requests it serves derive their status again."""
+    for member in task.spec.members:
+        key = f"{member.namespace}/{member.name}"
+        request = engine.requests.get(key)
+        if request is not None and request.uid == member.uid:
+            request.coverage = None
+            project.dirty.add(key)
+
+
+async def load_ledger(engine: Engine, project: Project) -> None:
+    """Read the project's tasks once; until then nothing is planned (nothing re-sent)."""
+    kind, _, name = project.key
+    try:
+        items = await engine.kube.list_tasks(tasks_namespace(engine, project), kind, name)
+    except ApiException as err:
+        log.warning("project %s: listing its tasks failed (HTTP %s)", name, err.status)
+        return
+    now = engine.wall()
+    for item in items:
+        parsed = MixpanelTask.model_validate(item)
+        meta = item["metadata"]
+        task = LiveTask(
+            name=meta["name"],
+            spec=parsed.spec,
+            status=parsed.status or MixpanelTaskStatus(),
+            namespace=meta["namespace"],
+            uid=meta.get("uid", ""),
+        )
+        if task.phase is TaskPhase.CREATING and task.name not in engine.inflight:
+            # No answer recorded since the last send: it may or may not have reached
+            # Mixpanel. (Before a retry, ``nextAttemptAt`` is cleared in its own write.)
+            task.recovered = task.status.next_attempt_at is None
+        if not task.phase.terminal and task.status.tracking_id:
+            delay = first_check_delay(
+                task, now, engine.settings.poll_initial, engine.settings.poll_max
+            )
+            task.next_check = engine.clock() + delay
+            task.interval = engine.settings.poll_initial
+        _index(engine, project, task)
+    project.ledger_loaded = True
+    project.dirty |= project.members
+    log.info(
+        "project %s: ledger loaded, %d tasks (%d live)",
+        project_label(project.key), len(items),
+        sum(1 for t in project.tasks.values() if not t.phase.terminal),
+    )  # fmt: skip
+
+
+async def save_tasks(engine: Engine, project: Project) -> None:
+    """Write task statuses whose earlier write failed."""
+    for task in [t for t in project.tasks.values() if t.unsaved]:
+        await _save(engine, task)
+
+
+async def _save(engine: Engine, task: LiveTask) -> bool:
+    try:
+        await engine.kube.patch_status(
+            "MixpanelTask", task.namespace, task.name, task.status.to_wire()
+        )
+    except ApiException as err:
+        log.warning("task %s: status write failed (HTTP %s)", task.name, err.status)
+        task.unsaved = True
+        return False
+    task.unsaved = False
+    return True
+
+
+async def _task_event(
+    engine: Engine, task: LiveTask, reason: str, message: str, *, warning: bool = False
+) -> None:
+    await engine.kube.event(task.ref(), reason, message, warning=warning)
+
+
+# ---------------------------------------------------------------------- requests' ids
+
+
+async def resolve(engine: Engine, project: Project) -> None:
+    """Read the ids of requests that do not have them yet (throttled when unreadable)."""
+    now = engine.clock()
+    for key in sorted(project.unresolved):
+        request = engine.requests.get(key)
+        if request is None:
+            project.unresolved.discard(key)
+            continue
+        if now < request.next_resolve:
+            continue
+        request.next_resolve = now + engine.settings.retry_interval
+        await engine.resolve_ids(request)
+        if request.ids is not None:
+            project.unresolved.discard(key)
+            request.coverage = None
+        project.dirty.add(key)
+
+
+def _member_ids(engine: Engine, project: Project, task: LiveTask) -> list[list[str]] | None:
+    """Each member slice's ids, or None while a member is not known (yet)."""
+    result: list[list[str]] = []
+    for member in task.spec.members:
+        request = engine.requests.get(f"{member.namespace}/{member.name}")
+        if request is None or request.uid != member.uid or request.ids is None:
+            return None
+        result.append(request.ids[member.start : member.end])
+    return result
+
+
+# ---------------------------------------------------------------------- choosing the next call
+
+
+async def act(engine: Engine, project: Project) -> bool:
+    """Carry out the most urgent due action; False when nothing is due."""
+    if await _cancel_one(engine, project):
+        return True
+    if engine.clock() >= project.hold_until and await _create_one(engine, project):
+        return True
+    return await _poll_one(engine, project)
+
+
+async def _gone_members(engine: Engine, project: Project, task: LiveTask) -> None:
+    """Learn whether members the engine does not hold still exist (after a restart)."""
+    for member in task.spec.members:
+        uid = member.uid
+        if uid in project.gone or uid in project.alive:
+            continue
+        key = f"{member.namespace}/{member.name}"
+        known = engine.requests.get(key) or engine.finished.get(key)
+        if known is not None and known.uid == uid:
+            continue
+        body = await engine.kube.get_request(member.namespace, member.name)
+        if body is None or body["metadata"]["uid"] != uid:
+            project.gone.add(uid)
+        else:
+            project.alive.add(uid)
+
+
+async def _cancel_one(engine: Engine, project: Project) -> bool:
+    for task in sorted(project.tasks.values(), key=lambda t: t.spec.sequence):
+        if task.phase.terminal or task.name in engine.inflight:
+            continue
+        await _gone_members(engine, project, task)
+        if not needs_cancel(task, project.gone):
+            continue
+        if task.phase is TaskPhase.CREATING:
+            await _finish_cancel(
+                engine, project, task,
+                "never created in Mixpanel, and a request it was for was deleted; "
+                "the other requests' ids were queued again",
+            )  # fmt: skip
+            return True
+        if not cancellable(task) or task.cancel_refused:
+            continue
+        assert task.status.tracking_id is not None
+        try:
+            await client_of(engine, project).cancel_deletion(task.status.tracking_id)
+        except NotCancellableError:
+            task.cancel_refused = True
+            await _task_event(
+                engine, task, "NotCancellable",
+                f"Mixpanel task {task.status.tracking_id} has already started; it will complete",
+                warning=True,
+            )  # fmt: skip
+            return True
+        except AuthenticationError as err:
+            _auth_failure(engine, project, err)
+            return False
+        except (MixpanelError, SecretProblem) as err:
+            log.warning("task %s: cancel failed: %s", task.name, _brief(err))
+            project.hold_until = engine.clock() + engine.settings.retry_interval
+            return False
+        await _finish_cancel(engine, project, task)
+        return True
+    return False
+
+
+async def _finish_cancel(
+    engine: Engine, project: Project, task: LiveTask, why: str | None = None
+) -> None:
+    task.status = after_cancel(task, engine.wall(), *([why] if why else []))
+    await _save(engine, task)
+    _touch(engine, project, task)
+    await _task_event(engine, task, "Cancelled", task.status.message or "")
+    for member in task.spec.members:
+        request = engine.requests.get(f"{member.namespace}/{member.name}")
+        if request is not None and request.uid == member.uid:
+            await engine.event(
+                request, "Requeued",
+                f"MixpanelTask {task.name} was cancelled (a request packed with this one was "
+                f"deleted); ids {member.start}-{member.end - 1} are submitted again",
+            )  # fmt: skip
+
+
+async def _create_one(engine: Engine, project: Project) -> bool:
+    """Send again a task whose create is due, else plan and send a new one."""
+    now = engine.wall()
+    for task in sorted(project.tasks.values(), key=lambda t: t.spec.sequence):
+        if task.phase is not TaskPhase.CREATING or task.name in engine.inflight:
+            continue
+        due = task.status.next_attempt_at
+        if due is not None and due > now:
+            continue
+        ids = _member_ids(engine, project, task)
+        if ids is None:
+            continue  # a member is not known yet, or gone (then it is cancelled first)
+        if keyed_digest(engine.key, _flat(ids)) != task.spec.ids_digest and task.spec.ids_digest:
+            await _finish_cancel(
+                engine, project, task,
+                "the ids of a request it was for are not those first sent; not sent again",
+            )  # fmt: skip
+            return True
+        await _send(engine, project, task, ids)
+        return True
+    new = _next_new_task(engine, project)
+    if new is None:
+        return False
+    written = await _write_task(engine, project, new)
+    if written is None:
+        return False
+    ids = _member_ids(engine, project, written)
+    assert ids is not None
+    await _send(engine, project, written, ids)
+    return True
+
+
+def _flat(ids: list[list[str]]) -> list[str]:
+    return list(dict.fromkeys(i for chunk in ids for i in chunk))
+
+
+def _next_new_task(engine: Engine, project: Project) -> NewTask | None:
+    """The next task to make from waiting ids: a full one, a retry, or any once the packing
+    window has closed (quiet for ``packing_quiet`` or open for ``packing_max_wait``)."""
+    assert project.spec is not None
+    limit = project.spec.max_ids_per_request
+    settings = engine.settings
+    now = engine.clock()
+    live_retrievals = sum(
+        1 for t in project.tasks.values() if not t.is_deletion and not t.phase.terminal
+    )
+    for deletion in (True, False):
+        groups: dict[tuple[object, ...], list[tuple[Request, Waiting]]] = {}
+        for key in sorted(project.waiting):
+            request = engine.requests.get(key)
+            if request is None or request.is_deletion != deletion or request.ids is None:
+                continue
+            coverage = engine.coverage_of(project, request)
+            if coverage is None:
+                continue
+            group = (request.compliance, request.spec.disclosure_type)
+            for pending in coverage.pending:
+                ids = tuple(request.ids[pending.range.start : pending.range.end])
+                groups.setdefault(group, []).append((request, Waiting(key, pending, ids)))
+        for items in groups.values():
+            if not deletion and live_retrievals >= project.spec.max_outstanding_retrievals:
+                break
+            items.sort(key=lambda item: (item[0].created, item[0].key, item[1].slice.range))
+            waits = [r.waiting_since or now for r, _ in items]
+            closed = (
+                now - max(waits) >= settings.packing_quiet
+                or now - min(waits) >= settings.packing_max_wait
+            )
+            for new in plan([w for _, w in items], limit, deletion=deletion):
+                if closed or new.retry_of or len(new.planned.ids) >= limit or not deletion:
+                    return new
+    return None
+
+
+async def _write_task(engine: Engine, project: Project, new: NewTask) -> LiveTask | None:
+    """Write the MixpanelTask (one write, whatever its number of members)."""
+    assert project.spec is not None
+    kind, _, project_name = project.key
+    first = engine.requests[new.planned.members[0].owner]
+    members = []
+    for m in new.planned.members:
+        request = engine.requests[m.owner]
+        members.append(
+            TaskMember(
+                namespace=request.namespace,
+                name=request.name,
+                uid=request.uid,
+                start=m.range.start,
+                end=m.range.end,
+                attempt=m.attempt,
+            )
+        )
+    sequence = max(project.sequence + 1, int(engine.wall().timestamp() * 1000))
+    spec = MixpanelTaskSpec(
+        project_ref=ProjectReference(kind=kind, name=project_name),
+        type=first.spec.type,
+        compliance_type=first.compliance,
+        disclosure_type=first.spec.disclosure_type,
+        members=members,
+        id_count=len(new.planned.ids),
+        ids_digest=keyed_digest(engine.key, new.planned.ids),
+        sequence=sequence,
+        retry_of=new.retry_of,
+    )
+    name = f"{project_name[:200]}-{secrets.token_hex(4)}"
+    namespace = tasks_namespace(engine, project)
+    try:
+        created = await engine.kube.create_task(namespace, name, kind, project_name, spec.to_wire())
+    except ApiException as err:
+        log.warning("project %s: writing a task failed (HTTP %s)", project_name, err.status)
+        project.hold_until = engine.clock() + engine.settings.retry_interval
+        return None
+    task = LiveTask(
+        name=name,
+        spec=spec,
+        namespace=namespace,
+        uid=(created.get("metadata") or {}).get("uid", ""),
+    )
+    _index(engine, project, task)
+    return task
+
+
+async def _send(engine: Engine, project: Project, task: LiveTask, ids: list[list[str]]) -> None:
+    """The create call and its one write; a 409 follower is written before it."""
+    client = client_of(engine, project)
+    flat = _flat(ids)
+    if task.recovered:
+        # Found unanswered after a restart: this send may duplicate the lost one.
+        task.status = after_create(
+            task, CreateOutcome(CreateResult.LOST), engine.wall(), engine.policy,
+            next_sequence=0,
+        ).status  # fmt: skip
+        task.recovered = False
+        if task.phase is TaskPhase.LOST:
+            await _save(engine, task)
+            _touch(engine, project, task)
+            return
+    elif task.status.next_attempt_at is not None:
+        # A retry: record that this send may happen, so that a crash before its answer is
+        # written is seen as a possible duplicate after the restart.
+        task.status = task.status.model_copy(update={"next_attempt_at": None})
+        if not await _save(engine, task):
+            return
+    kind = "deletion" if task.is_deletion else "retrieval"
+    engine.inflight.add(task.name)
+    try:
+        outcome = await _call_create(engine, project, client, task, flat, ids)
+    finally:
+        engine.inflight.discard(task.name)
+    now = engine.wall()
+    decision = after_create(
+        task, outcome, now, engine.policy,
+        next_sequence=max(project.sequence + 1, int(now.timestamp() * 1000)),
+    )  # fmt: skip
+    if decision.follower is not None:
+        spec, status = decision.follower
+        follower_ids = []
+        for n, rng in outcome.conflicts:
+            offset = task.spec.members[n].start
+            follower_ids += ids[n][rng.start - offset : rng.end - offset]
+        spec = spec.model_copy(
+            update={"ids_digest": keyed_digest(engine.key, _flat([follower_ids]))}
+        )
+        await _write_follower(engine, project, spec, status)
+    task.status = decision.status
+    await _save(engine, task)
+    _touch(engine, project, task)
+    if task.phase is TaskPhase.SUBMITTED:
+        metrics.IDS_SUBMITTED.labels(kind).inc(len(flat))
+        task.interval = engine.settings.poll_initial
+        task.next_check = engine.clock() + engine.settings.poll_initial
+        log.info(
+            "project %s: %s task %s (Mixpanel %s) holds %d ids for %d requests",
+            project_label(project.key), kind, task.name, task.status.tracking_id,
+            len(flat), len(task.spec.members),
+        )  # fmt: skip
+        await _task_event(
+            engine, task, "Created" if not task.status.adopted else "Adopted",
+            f"Mixpanel {kind} task {task.status.tracking_id}: {len(flat)} ids of "
+            f"{len({m.uid for m in task.spec.members})} requests",
+        )  # fmt: skip
+    elif task.phase.terminal:
+        await _task_event(engine, task, task.phase.value, task.status.message or "", warning=True)
+
+
+async def _write_follower(
+    engine: Engine, project: Project, spec: MixpanelTaskSpec, status: MixpanelTaskStatus
+) -> None:
+    kind, _, project_name = project.key
+    namespace = tasks_namespace(engine, project)
+    name = f"{project_name[:200]}-{secrets.token_hex(4)}"
+    try:
+        created = await engine.kube.create_task(namespace, name, kind, project_name, spec.to_wire())
+    except ApiException as err:
+        # The conflicting ids go back with the rest; the next create tells the same again.
+        log.warning("project %s: writing a 409 follower failed (HTTP %s)", project_name, err.status)
+        return
+    follower = LiveTask(
+        name=name, spec=spec, status=status, namespace=namespace,
+        uid=(created.get("metadata") or {}).get("uid", ""),
+        next_check=engine.clock() + engine.settings.poll_initial,
+        interval=engine.settings.poll_initial,
+    )  # fmt: skip
+    _index(engine, project, follower)
+    await _save(engine, follower)
+
+
+async def _call_create(
+    engine: Engine,
+    project: Project,
+    client: MixpanelPort,
+    task: LiveTask,
+    flat: list[str],
+    ids: list[list[str]],
+) -> CreateOutcome:
+    try:
+        if task.is_deletion:
+            created = await client.create_deletion(flat, task.spec.compliance_type)
+        else:
+            created = await client.create_retrieval(
+                flat, task.spec.compliance_type, task.spec.disclosure_type
+            )
+    except AmbiguousCreateError:
+        return CreateOutcome(CreateResult.LOST)
+    except ConflictError as err:
+        conflicts = conflict_ranges(task.spec.members, ids, set(err.conflicting_distinct_ids))
+        return CreateOutcome(
+            CreateResult.CONFLICT,
+            conflicts=conflicts,
+            conflicting_tasks=tuple(str(t) for t in err.conflicting_task_ids),
+        )
+    except InvalidRequestError as err:
+        return CreateOutcome(CreateResult.REFUSED, message=f"Mixpanel refused the task: {err}")
+    except AuthenticationError as err:
+        _auth_failure(engine, project, err)
+        return CreateOutcome(CreateResult.NOT_CREATED, message="the OAuth token was refused")
+    except (MixpanelError, SecretProblem) as err:
+        log.warning(
+            "project %s: create failed, nothing was created: %s",
+            project_label(project.key), _brief(err),
+        )  # fmt: skip
+        project.hold_until = engine.clock() + engine.settings.retry_interval
+        return CreateOutcome(CreateResult.NOT_CREATED, message=f"not created: {_brief(err)}")
+    return CreateOutcome(CreateResult.CREATED, tracking_id=created.tracking_id)
+
+
+# ---------------------------------------------------------------------- polling
+
+
+async def _poll_one(engine: Engine, project: Project) -> bool:
+    now = engine.clock()
+    due = [
+        t for t in project.tasks.values()
+        if not t.phase.terminal and t.status.tracking_id and t.next_check <= now
+    ]  # fmt: skip
+    if not due:
+        return False
+    task = min(due, key=lambda t: t.next_check)
+    client = client_of(engine, project)
+    assert task.status.tracking_id is not None
+    try:
+        if task.is_deletion:
+            answer = await client.deletion_status(task.status.tracking_id)
+        else:
+            answer = await client.retrieval_status(task.status.tracking_id)
+    except AuthenticationError as err:
+        _auth_failure(engine, project, err)
+        return False
+    except (MixpanelError, SecretProblem) as err:
+        log.warning("task %s: status check failed: %s", task.name, _brief(err))
+        task.next_check = engine.clock() + task.interval
+        return True
+    state = answer.state
+    before = task.phase
+    changed = state is not task.status.mixpanel_state
+    task.interval = next_interval(
+        task.interval or engine.settings.poll_initial, changed,
+        engine.settings.poll_initial, engine.settings.poll_factor, engine.settings.poll_max,
+    )  # fmt: skip
+    task.next_check = engine.clock() + task.interval
+    new = after_poll(task, state, engine.wall(), ours_to_cancel=needs_cancel(task, project.gone))
+    if new is None:
+        return True
+    link = answer.result_link.get_secret_value() if answer.result_link else None
+    if link and state is TaskState.SUCCESS and not task.is_deletion:
+        await _store_export(engine, project, task, link)
+    task.status = new
+    await _save(engine, task)
+    if task.phase is not before:
+        _touch(engine, project, task)
+        if task.phase.terminal:
+            outcome = "success" if task.phase is TaskPhase.SUCCEEDED else "failure"
+            metrics.IDS_COMPLETED.labels("deletion" if task.is_deletion else "retrieval",
+                                         outcome).inc(task.spec.id_count)  # fmt: skip
+            if task.phase is not TaskPhase.SUCCEEDED:
+                await _task_event(engine, task, task.phase.value, new.message or "", warning=True)
+    return True
+
+
+async def _store_export(engine: Engine, project: Project, task: LiveTask, link: str) -> None:
+    """The export link is personal data: into a Secret owned by the request, never status."""
+    member = task.spec.members[0]
+    request = engine.requests.get(f"{member.namespace}/{member.name}")
+    if request is None or request.uid != member.uid:
+        return
+    name = f"{request.name}-export"[:253]
+    tracking_id = task.status.tracking_id
+    data = {f"link-{tracking_id}": link}
+    tasks = {s.task.status.tracking_id for s in project.slices.get(request.uid, [])}
+    if len(tasks) == 1:
+        data["link"] = link
+    await engine.kube.put_owned_secret(
+        request.ref(), name, data, labels={"app.kubernetes.io/managed-by": "mixpanel-dsr-operator"}
+    )
+    if request.status.result_secret_ref is None:
+        request.status = request.status.model_copy(
+            update={"result_secret_ref": LocalObjectReference(name=name)}
+        )
+        await engine.event(
+            request, "ExportReady", f"the export link is in Secret {name} (valid 14 days)"
+        )
+
+
 # ---------------------------------------------------------------------- credentials
 
 
-def client_of(engine: Engine, project: Project) -> MixpanelClient:
+def client_of(engine: Engine, project: Project) -> MixpanelPort:
     """The project's Mixpanel client; it reads the OAuth token from the Secret when needed."""
     if project.client is not None:
         return project.client
@@ -137,8 +702,8 @@ def client_of(engine: Engine, project: Project) -> MixpanelClient:
 
 
 def _brief(err: Exception) -> str:
-    """What a log line may say of a failed status, verify or cancel call: the error's kind and
-    HTTP status, never Mixpanel's text (those calls cannot redact ids they do not know)."""
+    """What a log line may say of a failed call: the error's kind and HTTP status, never
+    Mixpanel's text (which may quote ids)."""
     if isinstance(err, SecretProblem):
         return str(err)  # names a Secret and a key, nothing more
     status = getattr(err, "status_code", None)
@@ -151,6 +716,7 @@ def _not_ready(engine: Engine, project: Project, reason: str, message: str) -> N
     project.problem = Blocker(reason, message)
     project.token_cache = None
     project.next_verify = engine.clock() + engine.settings.retry_interval
+    project.dirty |= project.members
     project.wake.set()  # show it in the project's status at once
     if was_ready:
         log.warning("project %s: not ready: %s", project_label(project.key), reason)
@@ -158,7 +724,7 @@ def _not_ready(engine: Engine, project: Project, reason: str, message: str) -> N
 
 def _auth_failure(engine: Engine, project: Project, err: AuthenticationError) -> None:
     spec = project.spec
-    expired = bool(spec and spec.token_expires_at and spec.token_expires_at <= datetime.now(UTC))
+    expired = bool(spec and spec.token_expires_at and spec.token_expires_at <= engine.wall())
     if expired:
         _not_ready(engine, project, "TokenExpired", "the GDPR OAuth token has expired "
                    "(spec.tokenExpiresAt); make a new one and update the Secret")  # fmt: skip
@@ -196,448 +762,10 @@ async def verify(engine: Engine, project: Project) -> None:
         )
         project.next_verify = engine.clock() + engine.settings.retry_interval
         return
+    if not project.ready:
+        project.dirty |= project.members
     project.ready = True
     project.problem = None
     project.verified_once = True
     project.next_verify = engine.clock() + engine.settings.verify_interval
-    project.status = project.status.model_copy(update={"last_verified_time": utcnow()})
-
-
-async def _write_project_status(engine: Engine, project: Project) -> None:
-    from mixpanel_dsr.engine.project_status import write_project_status
-
-    await write_project_status(engine, project)
-
-
-# ---------------------------------------------------------------------- polling
-
-
-async def poll(engine: Engine, project: Project) -> None:
-    """Check the tasks that are due; fan each answer out to every request it serves."""
-    client = client_of(engine, project)
-    settings = engine.settings
-    for task in sorted(project.tasks.values(), key=lambda t: t.next_check):
-        if task.next_check > engine.clock() or not project.ready:
-            break
-        try:
-            if task.kind == "deletion":
-                status = await client.deletion_status(task.tracking_id)
-            else:
-                status = await client.retrieval_status(task.tracking_id)
-        except AuthenticationError as err:
-            _auth_failure(engine, project, err)
-            return
-        except (MixpanelError, SecretProblem) as err:
-            log.warning("task %s: status check failed: %s", task.tracking_id, _brief(err))
-            task.next_check = engine.clock() + task.interval
-            continue
-        if project.tasks.get(task.tracking_id) is not task:
-            continue  # cancelled (and its requests re-queued) while this check was in flight
-        state = status.state.value
-        changed = state != task.state
-        task.state = state
-        task.interval = (
-            settings.poll_initial
-            if changed
-            else min(task.interval * settings.poll_factor, settings.poll_max)
-        )
-        task.next_check = engine.clock() + task.interval
-        terminal = status.state.terminal or status.state is TaskState.NOT_FOUND
-        message = _state_message(status.state)
-        link = status.result_link.get_secret_value() if status.result_link else None
-        for key, start, end in list(task.members):
-            request = engine.requests.get(key)
-            if request is None:
-                continue
-            async with request.lock:
-                _update_records(request, task.tracking_id, start, end, state, message)
-                if link and status.state is TaskState.SUCCESS and task.kind == "retrieval":
-                    await _store_export(engine, request, task.tracking_id, link)
-                await engine.commit(request)
-            if terminal:
-                outcome = "success" if status.state is TaskState.SUCCESS else "failure"
-                metrics.IDS_COMPLETED.labels(task.kind, outcome).inc(end - start)
-        if terminal:
-            project.tasks.pop(task.tracking_id, None)
-            if status.state is not TaskState.SUCCESS:
-                log.warning("task %s ended %s", task.tracking_id, state)
-
-
-def _state_message(state: TaskState) -> str | None:
-    if state is TaskState.FAILURE:
-        return "Mixpanel reported FAILURE for the task"
-    if state is TaskState.NOT_FOUND:
-        return "Mixpanel no longer knows the task (NOT_FOUND)"
-    if state is TaskState.REVOKED:
-        return "the task was cancelled in Mixpanel"
-    return None
-
-
-def _update_records(
-    request: Request, tracking_id: str, start: int, end: int, state: str, message: str | None
-) -> None:
-    now = utcnow()
-    for n, record in enumerate(request.records):
-        if (
-            record.tracking_id == tracking_id
-            and (record.start, record.end) == (start, end)
-            and record.state != "Superseded"
-        ):
-            update: dict[str, object] = {"state": state, "checked_at": now}
-            if message:
-                update["message"] = message
-            request.records[n] = record.but(**update)
-
-
-async def _store_export(engine: Engine, request: Request, tracking_id: str, link: str) -> None:
-    """The export link is personal data: into a Secret owned by the request, never status."""
-    name = f"{request.name}-export"[:253]
-    # One key per Mixpanel task (a request over the id limit has several exports), and
-    # `link` for the usual single one.
-    tasks = {r.tracking_id for r in request.records if r.tracking_id}
-    data = {f"link-{tracking_id}": link}
-    if len(tasks) == 1:
-        data["link"] = link
-    await engine.kube.put_owned_secret(
-        request.ref(),
-        name,
-        data,
-        labels={"app.kubernetes.io/managed-by": "mixpanel-dsr-operator"},
-    )
-    from mixpanel_dsr.api.models import LocalObjectReference
-
-    if request.status.result_secret_ref is None:
-        request.status = request.status.model_copy(
-            update={"result_secret_ref": LocalObjectReference(name=name)}
-        )
-        await engine.event(
-            request, "ExportReady", f"the export link is in Secret {name} (valid 14 days)"
-        )
-
-
-# ---------------------------------------------------------------------- submitting
-
-
-async def plan_dry_runs(engine: Engine, project: Project) -> None:
-    """Show a dry-run request the tasks it would make (alone; packing happens at run time)."""
-    assert project.spec is not None
-    limit = project.spec.max_ids_per_request
-    for request in engine.requests_of(project):
-        if not request.spec.dry_run or request.ids is None or request.records:
-            continue
-        whole = Pending(request.key, Range(0, len(request.ids)), tuple(request.ids))
-        async with request.lock:
-            request.records = [
-                TaskRecord(
-                    batch=f"plan-{n}",
-                    start=task.members[0].range.start,
-                    end=task.members[0].range.end,
-                    state="Planned",
-                    task_ids=len(task.ids),
-                )
-                for n, task in enumerate(split(whole, limit))
-            ]
-            await engine.commit(request)
-
-
-def _pending(engine: Engine, request: Request) -> list[tuple[Pending, int]]:
-    assert request.ids is not None
-    t = tally(len(request.ids), request.records, engine.settings.max_attempts)
-    return [
-        (Pending(request.key, rng, tuple(request.ids[rng.start : rng.end])), attempt)
-        for rng, attempt in t.pending
-    ]
-
-
-def _eligible(engine: Engine, project: Project, deletion: bool) -> list[Request]:
-    found = [
-        r
-        for r in engine.requests_of(project)
-        if r.is_deletion == deletion
-        and r.ids is not None
-        and not r.deleting
-        and not r.spec.dry_run
-        and r.blocker is None
-    ]
-    return sorted(found, key=lambda r: (r.created, r.key))
-
-
-async def submit_deletions(engine: Engine, project: Project) -> None:
-    """Pack waiting deletions per compliance type; send full tasks at once and the rest once
-    the packing window has closed (quiet period passed, or the oldest waited long enough)."""
-    assert project.spec is not None
-    limit = project.spec.max_ids_per_request
-    settings = engine.settings
-    now = engine.clock()
-    for compliance in ComplianceType:
-        requests = [r for r in _eligible(engine, project, True) if r.compliance is compliance]
-        items: list[tuple[Pending, int]] = []
-        waits: list[float] = []
-        for request in requests:
-            pending = _pending(engine, request)
-            if pending:
-                items += pending
-                waits.append(request.waiting_since or now)
-        if not items:
-            continue
-        window_closed = (
-            now - max(waits) >= settings.packing_quiet
-            or now - min(waits) >= settings.packing_max_wait
-        )
-        planned = pack([p for p, _ in items], limit)
-        if not window_closed:
-            planned = [t for t in planned if len(t.ids) >= limit]
-        attempts = {(p.owner, p.range): a for p, a in items}
-        for task in planned:
-            if not project.ready or engine.clock() < project.hold_until:
-                return
-            await submit(engine, project, task, compliance, attempts)
-
-
-async def submit_retrievals(engine: Engine, project: Project) -> None:
-    """One request per task (never mixed), under the outstanding-retrieval limit."""
-    assert project.spec is not None
-    outstanding = sum(1 for t in project.tasks.values() if t.kind == "retrieval")
-    slots = project.spec.max_outstanding_retrievals - outstanding
-    for request in _eligible(engine, project, False):
-        for pending, attempt in _pending(engine, request):
-            for task in split(pending, project.spec.max_ids_per_request):
-                if slots <= 0 or not project.ready or engine.clock() < project.hold_until:
-                    return
-                await submit(
-                    engine,
-                    project,
-                    task,
-                    request.compliance,
-                    {(pending.owner, pending.range): attempt},
-                )
-                slots -= 1
-
-
-def _attempt_for(attempts: dict[tuple[str, Range], int], owner: str, rng: Range) -> int:
-    for (key, pending), attempt in attempts.items():
-        if key == owner and pending.start <= rng.start and rng.end <= pending.end:
-            return attempt
-    return 1
-
-
-async def submit(
-    engine: Engine,
-    project: Project,
-    planned: PlannedTask,
-    compliance: ComplianceType,
-    attempts: dict[tuple[str, Range], int],
-) -> None:
-    """Record the intent in every member's status, call Mixpanel, record the tracking id."""
-    client = client_of(engine, project)
-    batch = uuid.uuid4().hex[:16]
-    engine.inflight_batches.add(batch)
-    members: list[tuple[Request, Range]] = []
-    sent = False
-    try:
-        for member in planned.members:
-            request = engine.requests.get(member.owner)
-            if request is None or request.deleting or request.ids is None:
-                continue
-            async with request.lock:
-                request.records.append(
-                    TaskRecord(
-                        batch=batch,
-                        start=member.range.start,
-                        end=member.range.end,
-                        state="Submitting",
-                        attempt=_attempt_for(attempts, member.owner, member.range),
-                    )
-                )
-                await engine.commit(request)
-            members.append((request, member.range))
-        if not members:
-            return
-        ids = list(
-            dict.fromkeys(
-                i for request, rng in members for i in (request.ids or [])[rng.start : rng.end]
-            )
-        )
-        first = members[0][0]
-        kind = "deletion" if first.is_deletion else "retrieval"
-        outcome: dict[str, object]
-        tracking_id: str | None = None
-        sent = True
-        try:
-            if first.is_deletion:
-                created = await client.create_deletion(ids, compliance)
-            else:
-                created = await client.create_retrieval(ids, compliance, first.spec.disclosure_type)
-            tracking_id = created.tracking_id
-            outcome = {"state": TaskState.PENDING, "tracking_id": tracking_id}
-        except AmbiguousCreateError:
-            outcome = {
-                "state": "Lost",
-                "ambiguous": True,
-                "message": "the create call's answer was lost (timeout or dropped connection "
-                "after sending); ids re-queued",
-            }
-        except ConflictError as err:
-            if len(err.conflicting_task_ids) == 1:
-                tracking_id = str(err.conflicting_task_ids[0])
-                outcome = {
-                    "state": TaskState.PENDING,
-                    "tracking_id": tracking_id,
-                    "message": "Mixpanel already had a running deletion for these ids; "
-                    "following it",
-                }
-            else:
-                outcome = {
-                    "state": TaskState.FAILURE,
-                    "message": f"Mixpanel refused: ids already being deleted by "
-                    f"{len(err.conflicting_task_ids)} other tasks (HTTP 409)",
-                }
-        except InvalidRequestError as err:
-            outcome = {"state": TaskState.FAILURE, "message": f"Mixpanel refused the task: {err}"}
-        except AuthenticationError as err:
-            _auth_failure(engine, project, err)
-            outcome = {}
-        except (MixpanelError, SecretProblem) as err:
-            log.warning(
-                "project %s: create failed, nothing was created: %s",
-                project_label(project.key), err,
-            )  # fmt: skip
-            project.hold_until = engine.clock() + engine.settings.retry_interval
-            outcome = {}
-        now = utcnow()
-        if tracking_id:
-            metrics.IDS_SUBMITTED.labels(kind).inc(len(ids))
-            task = project.tasks.get(tracking_id) or Task(
-                tracking_id=tracking_id,
-                kind=kind,
-                batch=batch,
-                members=[],
-                state=TaskState.PENDING.value,
-                next_check=engine.clock() + engine.settings.poll_initial,
-                interval=engine.settings.poll_initial,
-            )
-            project.tasks[tracking_id] = task
-            task.members += [(r.key, rng.start, rng.end) for r, rng in members]
-            log.info(
-                "project %s: %s task %s created with %d ids for %d requests",
-                project_label(project.key), kind, tracking_id, len(ids), len(members),
-            )  # fmt: skip
-        for request, rng in members:
-            async with request.lock:
-                for n, record in enumerate(request.records):
-                    if record.batch == batch and (record.start, record.end) == (rng.start, rng.end):
-                        if outcome:
-                            request.records[n] = record.but(
-                                **outcome, submitted_at=now, task_ids=len(ids)
-                            )
-                        else:  # certainly not created: forget the intent, the ids wait again
-                            del request.records[n]
-                        break
-                await engine.commit(request)
-            if tracking_id:
-                others = len(members) - 1
-                await engine.event(
-                    request,
-                    "TaskCreated",
-                    f"ids {rng.start}-{rng.end - 1} are in Mixpanel {kind} task {tracking_id}"
-                    + (f" with {others} other requests" if others else ""),
-                )
-            elif outcome.get("ambiguous"):
-                await engine.event(
-                    request,
-                    "PossibleDuplicate",
-                    "the answer to a create call was lost; the ids are submitted again and "
-                    "Mixpanel may hold a duplicate task",
-                    warning=True,
-                )
-    finally:
-        engine.inflight_batches.discard(batch)
-        await _settle(engine, planned, batch, sent=sent)
-
-
-async def _settle(engine: Engine, planned: PlannedTask, batch: str, *, sent: bool) -> None:
-    """Intents of ``batch`` still open after an unexpected error: forgotten when the create
-    was never sent, else ``Lost`` (its outcome is unknown, so the ids go again)."""
-    for owner in {m.owner for m in planned.members}:
-        request = engine.requests.get(owner)
-        if request is None:
-            continue
-        open_ = [r for r in request.records if r.batch == batch and r.state == "Submitting"]
-        if not open_:
-            continue
-        async with request.lock:
-            if sent:
-                request.records = [
-                    r.but(state="Lost", ambiguous=True, message="the create call failed "
-                          "unexpectedly; its outcome is unknown, ids re-queued")
-                    if r in open_ else r
-                    for r in request.records
-                ]  # fmt: skip
-            else:
-                request.records = [r for r in request.records if r not in open_]
-            try:
-                await engine.commit(request)
-            except Exception:
-                log.exception("request %s: could not write its status", request.key)
-
-
-# ---------------------------------------------------------------------- cancelling
-
-
-async def cancel_request(engine: Engine, request: Request) -> None:
-    """Cancel the request's still-cancellable deletions; re-queue its packed neighbours."""
-    project = engine.projects.get(request.project)
-    while any(  # noqa: ASYNC110 - creates of other requests' batches finish on their own
-        r.state == "Submitting" and r.batch in engine.inflight_batches for r in request.records
-    ):
-        await asyncio.sleep(0.2)
-    if request.status.result_secret_ref:
-        await engine.kube.delete_secret(request.namespace, request.status.result_secret_ref.name)
-    if project is None or project.spec is None or not request.is_deletion:
-        return
-    tracking_ids = {
-        r.tracking_id
-        for r in request.records
-        if r.tracking_id and r.state in (TaskState.PENDING, TaskState.STAGING)
-    }
-    client = client_of(engine, project)
-    for tracking_id in sorted(tracking_ids):
-        while True:
-            try:
-                await client.cancel_deletion(tracking_id)
-                break
-            except NotCancellableError:
-                await engine.event(
-                    request,
-                    "NotCancellable",
-                    f"Mixpanel task {tracking_id} has already started; it will complete",
-                    warning=True,
-                )
-                tracking_id = ""
-                break
-            except (MixpanelError, SecretProblem) as err:
-                log.warning("task %s: cancel failed, retrying: %s", tracking_id, _brief(err))
-                await asyncio.sleep(engine.settings.retry_interval)
-        if not tracking_id:
-            continue
-        task = project.tasks.pop(tracking_id, None)
-        await engine.event(request, "Cancelled", f"Mixpanel task {tracking_id} cancelled")
-        for key, start, end in task.members if task else []:
-            neighbour = engine.requests.get(key)
-            if neighbour is None or key == request.key:
-                continue
-            async with neighbour.lock:
-                _update_records(
-                    neighbour, tracking_id, start, end, "Superseded",
-                    f"the packed task was cancelled with deleted request {request.name}; "
-                    "ids re-queued",
-                )  # fmt: skip
-                neighbour.waiting_since = engine.clock()
-                await engine.commit(neighbour)
-            await engine.event(
-                neighbour,
-                "Requeued",
-                f"Mixpanel task {tracking_id} was cancelled with deleted request "
-                f"{request.name}; ids {start}-{end - 1} are submitted again",
-            )
-        project.wake.set()
+    project.status = project.status.model_copy(update={"last_verified_time": engine.wall()})

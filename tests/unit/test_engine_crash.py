@@ -1,0 +1,224 @@
+"""The engine killed after every step of a packed submit, a cancel and a poll, then started
+again from what the API server held: invariants 1, 7 and 8 for every crash point.
+
+The engine is the real one; Kubernetes and Mixpanel are the in-memory doubles of
+tests/unit/engine_fakes.py, so every run is deterministic and each step can be the last.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.engine_fakes import NS, Crash, World
+
+N_REQUESTS = 12
+
+
+def build(world: World, n: int = N_REQUESTS) -> dict[str, list[str]]:
+    asked = {}
+    for i in range(n):
+        ids = [f"person-{i}"] if i % 3 else [f"person-{i}", f"person-{i}-alt"]
+        world.deletion(f"r{i}", ids)
+        asked[f"r{i}"] = ids
+    return asked
+
+
+async def run_to_the_end(world: World, crash_after: int | None) -> None:
+    world.steps.crash_after = crash_after
+    await world.boot()
+    for _ in range(5):
+        try:
+            await world.run(900)
+            return
+        except Crash:
+            await world.boot()  # a new process, from what was persisted
+
+
+def check_invariants(world: World, asked: dict[str, list[str]]) -> None:
+    succeeded = world.mixpanel.succeeded_ids()
+    for name, ids in asked.items():
+        assert world.kube.phase(NS, name) == "Succeeded", name
+        status = world.kube.requests[(NS, name)]["status"]
+        assert status["idsDone"] == len(ids)
+        # Invariant 8: done only where a task holding the id reached SUCCESS.
+        assert set(ids) <= succeeded
+
+
+async def count_steps() -> int:
+    world = World()
+    build(world)
+    await run_to_the_end(world, None)
+    return world.steps.count
+
+
+async def test_packed_deletions_finish_in_one_task_without_a_crash() -> None:
+    world = World()
+    asked = build(world)
+    await run_to_the_end(world, None)
+    check_invariants(world, asked)
+    assert len(world.mixpanel.creates) == 1
+    assert world.ids_sent_more_than_once() == 0
+    [task] = world.kube.tasks.values()
+    assert task["status"]["phase"] == "Succeeded"
+    assert len(task["spec"]["members"]) == N_REQUESTS
+    # The ledger never holds a raw id.
+    assert "person-" not in repr(task)
+
+
+async def test_a_kill_after_any_step_loses_nothing_and_resends_at_most_one_create() -> None:
+    total = await count_steps()
+    assert total > 20
+    for k in range(1, total + 1):
+        world = World()
+        asked = build(world)
+        await run_to_the_end(world, k)
+        check_invariants(world, asked)
+        crashed_on = world.steps.log[k - 1] if k <= len(world.steps.log) else ""
+        dupes = world.ids_sent_more_than_once()
+        if crashed_on.startswith("mixpanel create"):
+            # The kill fell between the create and its one write: that create's ids only.
+            assert dupes <= len(world.mixpanel.creates[0]), (k, crashed_on)
+        else:
+            assert dupes == 0, (k, crashed_on, world.mixpanel.creates)
+
+
+async def test_a_request_deleted_while_the_operator_is_down_cancels_its_task() -> None:
+    world = World()
+    asked = build(world, 4)
+    await world.boot()
+    await world.run(4, until_finished=False)  # packed and created, not finished
+    assert len(world.mixpanel.creates) == 1
+    world.steps.crash_after = world.steps.count + 1
+    with pytest.raises(Crash):
+        await world.run(30)
+    world.kube.remove_request(NS, "r1")  # deleted while no operator runs
+    del asked["r1"]
+    await world.boot()
+    await world.run(900)
+    check_invariants(world, asked)
+    first = world.mixpanel.tasks["mp-1"]
+    assert first.state.value == "REVOKED"
+    # The others were sent again without the deleted request's ids.
+    assert "person-1" not in world.mixpanel.creates[1]
+    assert len(world.mixpanel.creates) == 2
+
+
+async def test_a_kill_at_every_step_of_a_cancel_still_cancels_and_finishes_the_rest() -> None:
+    async def scenario(crash_after: int | None) -> tuple[World, dict[str, list[str]], int]:
+        world = World()
+        asked = build(world, 4)
+        await world.boot()
+        await world.run(4, until_finished=False)
+        start = world.steps.count
+        body = world.kube.remove_request(NS, "r2")
+        del asked["r2"]
+        assert world.engine is not None
+        world.engine.request_deleted(body)
+        world.steps.crash_after = None if crash_after is None else start + crash_after
+        try:
+            await world.run(900)
+        except Crash:
+            await world.boot()
+            await world.run(900)
+        return world, asked, world.steps.count - start
+
+    _, _, total = await scenario(None)
+    for k in range(1, total + 1):
+        world, asked, _ = await scenario(k)
+        check_invariants(world, asked)
+        assert world.mixpanel.tasks["mp-1"].state.value == "REVOKED", k
+        assert all("person-2" not in ids for ids in world.mixpanel.creates[1:]), k
+
+
+async def test_several_packed_tasks_a_kill_anywhere_resends_at_most_the_interrupted_one() -> None:
+    def fresh() -> tuple[World, dict[str, list[str]]]:
+        world = World(limit=5)
+        return world, build(world)
+
+    world, asked = fresh()
+    await run_to_the_end(world, None)
+    assert len(world.mixpanel.creates) == 4  # 16 ids in tasks of at most 5
+    total = world.steps.count
+    for k in range(1, total + 1):
+        world, asked = fresh()
+        await run_to_the_end(world, k)
+        check_invariants(world, asked)
+        crashed_on = world.steps.log[k - 1] if k <= len(world.steps.log) else ""
+        dupes = world.ids_sent_more_than_once()
+        allowed = 5 if crashed_on.startswith("mixpanel create") else 0
+        assert dupes <= allowed, (k, crashed_on)
+
+
+async def test_409_only_the_named_ids_follow_the_running_task() -> None:
+    """A deletes x; B (x, y) and C (z) are packed; Mixpanel answers 409 naming x."""
+    world = World(conflicts=True)
+    running = world.mixpanel.start(["x"])  # request A's task, already in Mixpanel
+    world.deletion("b", ["x", "y"])
+    world.deletion("c", ["z"])
+    await world.boot()
+    await world.run(900)
+    assert world.kube.phase(NS, "b") == "Succeeded"
+    assert world.kube.phase(NS, "c") == "Succeeded"
+    # y and z were really sent (invariant 8), x followed A's task instead of a duplicate.
+    assert world.mixpanel.refused == [("x", "y", "z")]
+    assert world.mixpanel.creates == [("y", "z")]
+    assert {"x", "y", "z"} <= world.mixpanel.succeeded_ids()
+    phases = sorted(t["status"]["phase"] for t in world.kube.tasks.values())
+    assert phases == ["Split", "Succeeded", "Succeeded"]
+    follower = next(t for t in world.kube.tasks.values() if t["status"].get("adopted"))
+    assert follower["status"]["trackingId"] == running
+    assert follower["spec"]["members"] == [{**follower["spec"]["members"][0], "start": 0, "end": 1}]
+
+
+async def test_one_bad_id_in_a_packed_task_fails_only_its_own_request() -> None:
+    world = World(bad=["person-5"])
+    asked = build(world)
+    await world.boot()
+    await world.run(1500)
+    for name in asked:
+        expected = "Failed" if name == "r5" else "Succeeded"
+        assert world.kube.phase(NS, name) == expected, name
+    failed = world.kube.requests[(NS, "r5")]["status"]
+    stalled = next(c for c in failed["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "TaskFailed"
+    assert "FAILURE" in stalled["message"]
+    # Bisection: log2(12) rounds of halves, then the lone request's retries; no more.
+    assert len(world.mixpanel.creates) <= 1 + 2 * 4 + FAST_ATTEMPTS
+
+
+FAST_ATTEMPTS = 3
+
+
+async def test_a_lost_answer_resends_the_same_task_alone_and_says_so() -> None:
+    world = World()
+    asked = build(world, 3)
+    await world.boot()
+    # The create reaches Mixpanel, the answer never comes back (the process dies with it).
+    world.steps.crash_after = None
+    original = world.mixpanel._create
+
+    lost = {"done": False}
+
+    def lose_once(kind: str, ids: object) -> object:
+        created = original(kind, ids)  # type: ignore[arg-type]
+        if not lost["done"]:
+            lost["done"] = True
+            from mixpanel_dsr.mixpanel.errors import AmbiguousCreateError
+
+            raise AmbiguousCreateError("timeout after sending", reason="timeout")
+        return created
+
+    world.mixpanel._create = lose_once  # type: ignore[method-assign,assignment]
+    await world.run(4, until_finished=False)
+    assert len(world.mixpanel.creates) == 1
+    world.deletion("late", ["person-late"])  # arrives while the first task is unanswered
+    await world.deliver(world.kube.requests[(NS, "late")])
+    asked["late"] = ["person-late"]
+    await world.run(900)
+    check_invariants(world, asked)
+    first, second = world.mixpanel.creates[:2]
+    assert first == second  # the same task, same ids, alone: never re-packed with new work
+    [task] = [t for t in world.kube.tasks.values() if t["status"].get("ambiguous")]
+    assert task["status"]["lostAnswers"] == 1
+    conditions = world.kube.requests[(NS, "r0")]["status"]["conditions"]
+    assert any(c["type"] == "PossibleDuplicate" for c in conditions)
