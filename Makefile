@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install controlplane gotools bench-planning bench-packing test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
+.PHONY: help install controlplane gotools bench-planning bench-packing bench-writes test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
 
 help:
 	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
@@ -76,3 +76,8 @@ bench-planning: install
 
 bench-packing: controlplane
 	$(PY) -m benchmarks.bench_packing
+
+# Kubernetes API writes per request, the work tree's engine against engine v1 (8f63f54);
+# arguments in BENCH_ARGS, e.g. make bench-writes BENCH_ARGS="1000 --engine-ref HEAD~3".
+bench-writes: controlplane
+	$(PY) -m benchmarks.bench_writes $(BENCH_ARGS)
