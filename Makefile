@@ -39,6 +39,7 @@ gotools: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -57,7 +58,7 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 
 crds: install
-	$(PY) -m mixpanel_dsr.api.crd --out crds --docs docs/api.md
+	$(PY) -m mixpanel_dsr.api.generate --out crds --docs docs/api.md
 
 cluster: controlplane
 	$(PY) -m mixpanel_dsr.localcluster run

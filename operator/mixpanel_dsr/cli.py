@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
             "create_retry_max",
             "longest wait before an unanswered create is sent again",
         ),
+        "orphan-grace": (
+            "orphan_grace",
+            "after a start, wait this long before looking up "
+            "requests kopf did not list (deleted while no operator ran)",
+        ),
         "tick": ("tick", "engine wake-up period"),
     }
     for flag, (attr, text) in durations.items():
@@ -145,6 +150,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         create_retry_max=args.create_retry_max,
         key_secret=args.key_secret,
         tick=args.tick,
+        orphan_grace=args.orphan_grace,
         max_attempts=args.max_attempts,
         deadline_margin=timedelta(days=args.deadline_margin_days),
     )

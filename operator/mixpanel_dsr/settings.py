@@ -71,5 +71,8 @@ class Settings:
     #: Secret (in the operator's namespace) holding the installation's key for digests of
     #: ids; created on first start.
     key_secret: str = "mixpanel-dsr-operator-key"  # noqa: S105 - a Secret's name
+    #: After a start, how long kopf is given to list the requests before a task's
+    #: requests it did not deliver are looked up (deleted while no operator ran?).
+    orphan_grace: float = 30.0
     #: Engine wake-up period.
     tick: float = 1.0

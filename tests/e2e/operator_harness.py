@@ -27,7 +27,7 @@ from mixpanel_dsr.localcluster.controlplane import free_port
 FAST_FLAGS = [
     "--packing-quiet", "2s", "--packing-max-wait", "30s",
     "--poll-initial", "1s", "--poll-max", "3s", "--poll-initial", "1s",
-    "--retry-interval", "2s", "--tick", "0.5s", "--create-retry-max", "10s",
+    "--retry-interval", "2s", "--tick", "0.5s", "--create-retry-max", "10s", "--orphan-grace", "5s",
 ]  # fmt: skip
 
 

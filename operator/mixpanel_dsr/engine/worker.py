@@ -124,8 +124,8 @@ async def flush(engine: Engine, project: Project, *, everything: bool = False) -
             continue
         try:
             await engine.commit(project, request)
-        except ApiException as err:
-            log.warning("request %s: status write failed (HTTP %s)", key, err.status)
+        except Exception as err:  # the API server is away or slow: written on a later pass
+            log.warning("request %s: status write failed: %s", key, _kube_brief(err))
             project.dirty.add(key)
 
 
@@ -169,9 +169,10 @@ async def load_ledger(engine: Engine, project: Project) -> None:
     kind, _, name = project.key
     try:
         items = await engine.kube.list_tasks(tasks_namespace(engine, project), kind, name)
-    except ApiException as err:
-        log.warning("project %s: listing its tasks failed (HTTP %s)", name, err.status)
+    except Exception as err:
+        log.warning("project %s: listing its tasks failed: %s", name, _kube_brief(err))
         return
+    project.loaded_at = engine.clock()
     now = engine.wall()
     for item in items:
         parsed = MixpanelTask.model_validate(item)
@@ -214,8 +215,8 @@ async def _save(engine: Engine, task: LiveTask) -> bool:
         await engine.kube.patch_status(
             "MixpanelTask", task.namespace, task.name, task.status.to_wire()
         )
-    except ApiException as err:
-        log.warning("task %s: status write failed (HTTP %s)", task.name, err.status)
+    except Exception as err:  # kept in memory and written again before anything else
+        log.warning("task %s: status write failed: %s", task.name, _kube_brief(err))
         task.unsaved = True
         return False
     task.unsaved = False
@@ -272,8 +273,14 @@ async def act(engine: Engine, project: Project) -> bool:
     return await _poll_one(engine, project)
 
 
-async def _gone_members(engine: Engine, project: Project, task: LiveTask) -> None:
-    """Learn whether members the engine does not hold still exist (after a restart)."""
+async def _gone_members(
+    engine: Engine, project: Project, task: LiveTask, *, now: bool = False
+) -> None:
+    """Learn whether members the engine does not hold still exist (after a restart: a
+    request deleted while no operator ran). Asked only once kopf has had time to list the
+    requests, so that only the few it did not deliver are looked up."""
+    if not now and engine.clock() - project.loaded_at < engine.settings.orphan_grace:
+        return
     for member in task.spec.members:
         uid = member.uid
         if uid in project.gone or uid in project.alive:
@@ -282,7 +289,12 @@ async def _gone_members(engine: Engine, project: Project, task: LiveTask) -> Non
         known = engine.requests.get(key) or engine.finished.get(key)
         if known is not None and known.uid == uid:
             continue
-        body = await engine.kube.get_request(member.namespace, member.name)
+        try:
+            body = await engine.kube.get_request(member.namespace, member.name)
+        except Exception as err:  # e.g. a namespace this operator may not read: leave it be
+            log.warning("task %s: looking up a request failed: %s", task.name, _kube_brief(err))
+            project.alive.add(uid)
+            continue
         if body is None or body["metadata"]["uid"] != uid:
             project.gone.add(uid)
         else:
@@ -453,8 +465,10 @@ async def _write_task(engine: Engine, project: Project, new: NewTask) -> LiveTas
     namespace = tasks_namespace(engine, project)
     try:
         created = await engine.kube.create_task(namespace, name, kind, project_name, spec.to_wire())
-    except ApiException as err:
-        log.warning("project %s: writing a task failed (HTTP %s)", project_name, err.status)
+    except Exception as err:
+        # Nothing was sent. If the write did land (a timeout after the API server took it),
+        # the task is found at the next start and sent then, as a possible duplicate.
+        log.warning("project %s: writing a task failed: %s", project_name, _kube_brief(err))
         project.hold_until = engine.clock() + engine.settings.retry_interval
         return None
     task = LiveTask(
@@ -538,9 +552,9 @@ async def _write_follower(
     name = f"{project_name[:200]}-{secrets.token_hex(4)}"
     try:
         created = await engine.kube.create_task(namespace, name, kind, project_name, spec.to_wire())
-    except ApiException as err:
+    except Exception as err:
         # The conflicting ids go back with the rest; the next create tells the same again.
-        log.warning("project %s: writing a 409 follower failed (HTTP %s)", project_name, err.status)
+        log.warning("project %s: writing a 409 follower failed: %s", project_name, _kube_brief(err))
         return
     follower = LiveTask(
         name=name, spec=spec, status=status, namespace=namespace,
@@ -625,6 +639,9 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
         engine.settings.poll_initial, engine.settings.poll_factor, engine.settings.poll_max,
     )  # fmt: skip
     task.next_check = engine.clock() + task.interval
+    if state is TaskState.REVOKED:
+        # Our own cancel, its answer lost in a crash, or one made outside the operator?
+        await _gone_members(engine, project, task, now=True)
     new = after_poll(task, state, engine.wall(), ours_to_cancel=needs_cancel(task, project.gone))
     if new is None:
         return True
@@ -708,6 +725,11 @@ def _brief(err: Exception) -> str:
         return str(err)  # names a Secret and a key, nothing more
     status = getattr(err, "status_code", None)
     return f"{type(err).__name__}" + (f" (HTTP {status})" if status else "")
+
+
+def _kube_brief(err: Exception) -> str:
+    status = getattr(err, "status", None)
+    return f"HTTP {status}" if isinstance(err, ApiException) else type(err).__name__
 
 
 def _not_ready(engine: Engine, project: Project, reason: str, message: str) -> None:
