@@ -95,7 +95,14 @@ CASES: list[Case] = [
     Case(
         "dsr-too-many-inline-ids",
         dsr(distinctIds=[f"u{i}" for i in range(5001)]),
-        ("spec.distinctIds", "must have at most 5000 items"),
+        ("spec.distinctIds", "at most 5000 ids", "distinctIdsFrom"),
+        False,
+    ),
+    Case(
+        "dsr-too-many-inline-id-bytes",
+        dsr(distinctIds=[f"{i:03d}" + "x" * 250 for i in range(800)]),
+        ("spec.distinctIds", "at most 200000 bytes", "Secret"),
+        False,
     ),
     Case(
         "dsr-ids-not-a-list", dsr(distinctIds="u-1"), ("spec.distinctIds", "must be of type array")

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from mixpanel_dsr.mixpanel.types import (
@@ -22,8 +22,19 @@ from mixpanel_dsr.mixpanel.types import (
     TaskState,
 )
 
-#: Most ids a request may list inline; longer lists belong in a Secret (distinctIdsFrom).
+#: Most ids a request may list inline, and most bytes (UTF-8) they may take in all; longer
+#: lists belong in a Secret (distinctIdsFrom). Measured on kube-apiserver 1.36: client-side
+#: `kubectl apply` stores the manifest in a 256 KiB annotation (1,015 ids of 255 characters
+#: fit), server-side apply stores every id twice (spec and managedFields) under etcd's
+#: 1.5 MiB (2,994 ids of 255 characters). 200,000 bytes leaves ~46 KB of annotation room.
 MAX_INLINE_IDS = 5000
+MAX_INLINE_ID_BYTES = 200_000
+#: The schema's own maxItems: only an outer bound, so that the CEL rules below (whose
+#: messages point to a Secret) run for anything near the cap.
+MAX_INLINE_IDS_SCHEMA = 50_000
+INLINE_CAP_HINT = (
+    "put longer lists in a Secret and refer to it with spec.distinctIdsFrom.secretKeyRef instead"
+)
 #: Longest distinct id accepted (Mixpanel documents none; this keeps objects and CEL costs bounded).
 MAX_ID_LENGTH = 255
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -307,6 +318,20 @@ class ProjectReference(Model):
     )
 
 
+def _inline_cap(ids: list[str]) -> list[str]:
+    """The CEL rules on spec.distinctIds, for the models (same messages)."""
+    if len(ids) > MAX_INLINE_IDS:
+        raise ValueError(
+            f"spec.distinctIds may list at most {MAX_INLINE_IDS} ids: {INLINE_CAP_HINT}"
+        )
+    if sum(len(i.encode()) for i in ids) > MAX_INLINE_ID_BYTES:
+        raise ValueError(
+            f"spec.distinctIds may hold at most {MAX_INLINE_ID_BYTES} bytes of ids in all: "
+            f"{INLINE_CAP_HINT}"
+        )
+    return ids
+
+
 DistinctId = Annotated[
     str,
     Field(
@@ -384,15 +409,29 @@ class DataSubjectRequestSpec(Model):
             list[DistinctId],
             Field(
                 min_length=1,
-                max_length=MAX_INLINE_IDS,
-                json_schema_extra={"x-kubernetes-list-type": "set"},
+                max_length=MAX_INLINE_IDS_SCHEMA,
+                json_schema_extra=validations(
+                    cel(
+                        f"self.size() <= {MAX_INLINE_IDS}",
+                        f"spec.distinctIds may list at most {MAX_INLINE_IDS} ids: "
+                        f"{INLINE_CAP_HINT}",
+                    ),
+                    cel(
+                        f"self.map(i, bytes(i).size()).sum() <= {MAX_INLINE_ID_BYTES}",
+                        f"spec.distinctIds may hold at most {MAX_INLINE_ID_BYTES} bytes of ids in "
+                        f"all: {INLINE_CAP_HINT}",
+                    ),
+                    **{"x-kubernetes-list-type": "set"},
+                ),
             ),
+            AfterValidator(_inline_cap),
         ]
         | None
     ) = Field(
         default=None,
-        description="The data subject's distinct ids, distinct and non-blank. Use "
-        "distinctIdsFrom for long or sensitive lists.",
+        description=f"The data subject's distinct ids, distinct and non-blank: at most "
+        f"{MAX_INLINE_IDS} ids and {MAX_INLINE_ID_BYTES} bytes in all (what kubectl apply, "
+        "client- and server-side, can store). Use distinctIdsFrom for longer or sensitive lists.",
     )
     distinct_ids_from: DistinctIdsSource | None = Field(
         default=None,
@@ -511,9 +550,10 @@ class DataSubjectRequestStatus(Model):
     )
     ids_digest: str | None = Field(
         default=None,
-        max_length=64,
-        description="Hash of the distinct ids as first read; a Secret changed afterwards "
-        "is refused rather than mixing two lists.",
+        max_length=80,
+        description="HMAC-SHA256 of the distinct ids as first read, keyed with the "
+        "installation's key (nobody without it can confirm a guessed id); a Secret changed "
+        "afterwards is refused rather than mixing two lists.",
     )
     completion_time: datetime | None = Field(
         default=None, description="When the request reached Succeeded, Failed or Cancelled."
