@@ -121,10 +121,12 @@ def capture(out: Path, timeout: float = 120) -> list[Path]:
         )  # fmt: skip
         urls["IN"] = json.loads(_wait_for_file(failing_urls, failing, state / "failing.log"))["IN"]
         region_urls = ",".join(f"{r}={u}" for r, u in sorted(urls.items()))
+        plane.kubectl("create", "namespace", NS)
         stack.enter_context(
             _child(
                 [
                     sys.executable, "-m", "mixpanel_dsr.cli", "run", "--namespace", NS,
+                    "--operator-namespace", NS,
                     "--mixpanel-region-urls", region_urls, "--max-attempts", "1",
                     "--packing-quiet", "3s", "--poll-initial", "1s", "--poll-max", "2s",
                     "--retry-interval", "2s", "--tick", "0.5s",
@@ -134,7 +136,6 @@ def capture(out: Path, timeout: float = 120) -> list[Path]:
                 env=plane.env(),
             )
         )  # fmt: skip
-        plane.kubectl("create", "namespace", NS)
         docs = list(MANIFESTS)
         for doc in docs:
             doc["metadata"]["namespace"] = NS

@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
             "after a start, wait this long before looking up "
             "requests kopf did not list (deleted while no operator ran)",
         ),
+        "task-retention": (
+            "task_retention",
+            "finished MixpanelTasks are removed this long "
+            "after they finished, once their requests are finished or gone",
+        ),
         "tick": ("tick", "engine wake-up period"),
     }
     for flag, (attr, text) in durations.items():
@@ -151,6 +156,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         key_secret=args.key_secret,
         tick=args.tick,
         orphan_grace=args.orphan_grace,
+        task_retention=args.task_retention,
         max_attempts=args.max_attempts,
         deadline_margin=timedelta(days=args.deadline_margin_days),
     )

@@ -7,10 +7,12 @@ MixpanelTask ledger. kopf writes nothing on the objects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from mixpanel_dsr.api import GROUP, VERSION
 from mixpanel_dsr.engine import Engine
@@ -19,6 +21,8 @@ from mixpanel_dsr.kube import Kube
 from mixpanel_dsr.settings import Settings
 
 registry = kopf.OperatorRegistry()
+KEY_ATTEMPTS = 10
+KEY_RETRY_SECONDS = 3.0
 log = logging.getLogger(__name__)
 
 DSR = (GROUP, VERSION, "datasubjectrequests")
@@ -53,11 +57,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     operator_settings: Settings = memo["settings"]
     kube = Kube(events_namespace=operator_settings.operator_namespace)
     engine = Engine(operator_settings, kube, worker=run_worker)
-    engine.key = await kube.installation_key(
-        operator_settings.operator_namespace, operator_settings.key_secret
-    )
+    engine.key = await _installation_key(kube, operator_settings)
     engine.start()
     memo["engine"] = engine
+
+
+async def _installation_key(kube: Kube, settings: Settings) -> bytes:
+    """The key for digests of ids; the operator does not start without it."""
+    where = f"Secret {settings.operator_namespace}/{settings.key_secret}"
+    for attempt in range(1, KEY_ATTEMPTS + 1):
+        try:
+            return await kube.installation_key(settings.operator_namespace, settings.key_secret)
+        except Exception as err:
+            reason = f"HTTP {err.status}" if isinstance(err, ApiException) else type(err).__name__
+            log.error(
+                "cannot read or create the installation key %s (%s; does the namespace exist, "
+                "may the operator get and create it?), try %d of %d",
+                where, reason, attempt, KEY_ATTEMPTS,
+            )  # fmt: skip
+            await asyncio.sleep(KEY_RETRY_SECONDS)
+    raise kopf.PermanentError(f"no installation key: {where} cannot be read or created")
 
 
 @kopf.on.cleanup(registry=registry)

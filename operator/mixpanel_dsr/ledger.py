@@ -30,6 +30,7 @@ from mixpanel_dsr.api.models import (
     TaskPhase,
     TaskReference,
 )
+from mixpanel_dsr.conditions import remove_condition, set_condition
 from mixpanel_dsr.mixpanel.types import TaskState
 from mixpanel_dsr.planning import Pending, PlannedTask, Range, pack, split, uncovered
 
@@ -542,3 +543,40 @@ def next_interval(
 
 def live(tasks: Iterable[Task]) -> list[Task]:
     return [t for t in tasks if not t.phase.terminal]
+
+
+# ---------------------------------------------------------------------- kstatus conditions
+
+_READY_REASON = {
+    TaskPhase.CREATING: "Creating",
+    TaskPhase.SUBMITTED: "Submitted",
+    TaskPhase.STARTED: "Started",
+    TaskPhase.SUCCEEDED: "Succeeded",
+    TaskPhase.FAILED: "Failed",
+    TaskPhase.REVOKED: "Revoked",
+    TaskPhase.CANCELLED: "Cancelled",
+    TaskPhase.SPLIT: "Split",
+    TaskPhase.LOST: "Lost",
+}
+#: Phases that end the task without its ids done and with nothing the operator will do next.
+_STALLED = (TaskPhase.FAILED, TaskPhase.REVOKED, TaskPhase.LOST)
+
+
+def with_conditions(status: MixpanelTaskStatus, now: datetime) -> MixpanelTaskStatus:
+    """The task's Ready, Reconciling and Stalled conditions (kstatus) for its phase."""
+    phase = status.phase or TaskPhase.CREATING
+    reason = _READY_REASON[phase]
+    message = status.message or f"Mixpanel task {phase.value.lower()}"
+    conds = list(status.conditions or [])
+    conds = set_condition(
+        conds, "Ready", phase is TaskPhase.SUCCEEDED, reason, message, generation=1, now=now
+    )
+    if phase.terminal:
+        conds = remove_condition(conds, "Reconciling")
+    else:
+        conds = set_condition(conds, "Reconciling", True, reason, message, generation=1, now=now)
+    if phase in _STALLED:
+        conds = set_condition(conds, "Stalled", True, reason, message, generation=1, now=now)
+    else:
+        conds = remove_condition(conds, "Stalled")
+    return status.model_copy(update={"conditions": conds})

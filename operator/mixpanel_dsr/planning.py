@@ -64,12 +64,6 @@ def distinct(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def ids_digest(ids: Sequence[str]) -> str:
-    """A short, stable hash of an id list: what logs show instead of ids."""
-    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-    return f"sha256:{digest[:12]}"
-
-
 def keyed_digest(key: bytes, ids: Sequence[str]) -> str:
     """HMAC-SHA256 of an id list under the installation's key: only a key holder can check
     a guessed id against it."""

@@ -74,5 +74,8 @@ class Settings:
     #: After a start, how long kopf is given to list the requests before a task's
     #: requests it did not deliver are looked up (deleted while no operator ran?).
     orphan_grace: float = 30.0
+    #: Finished MixpanelTasks are removed this long after they finished, once every request
+    #: they served is finished or gone.
+    task_retention: float = 90 * 86400.0
     #: Engine wake-up period.
     tick: float = 1.0

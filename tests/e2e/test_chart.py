@@ -146,6 +146,11 @@ def test_cluster_mode_rbac(helm: Helm) -> None:
     g = "mixpaneldsr.io"
     assert (g, "datasubjectrequests", "delete", ()) in namespaced
     assert (g, "datasubjectrequests/status", "patch", ()) in namespaced
+    # kopf writes nothing on requests or projects (no finalizer, no annotations).
+    assert (g, "datasubjectrequests", "patch", ()) not in namespaced
+    assert (g, "mixpanelprojects", "patch", ()) not in namespaced
+    assert (g, "mixpaneltasks", "create", ()) in namespaced
+    assert (g, "mixpaneltasks/status", "patch", ()) in namespaced
     assert (g, "datasubjectrequests/finalizers", "update", ()) in namespaced
     assert ("", "secrets", "get", ()) in namespaced
     assert ("", "events", "create", ()) in namespaced
@@ -155,6 +160,16 @@ def test_cluster_mode_rbac(helm: Helm) -> None:
         assert "*" not in (group, resource, verb)
         assert not (resource == "secrets" and verb in ("list", "watch"))
         assert group in ("", g, "apiextensions.k8s.io")
+    (own,) = find(docs, "Role", "rel-mixpanel-dsr-operator-own")
+    assert set(_rules(own)) == {
+        ("", "events", "create", ()),
+        (g, "mixpaneltasks", "list", ()),
+        (g, "mixpaneltasks", "create", ()),
+        (g, "mixpaneltasks", "delete", ()),
+        (g, "mixpaneltasks/status", "patch", ()),
+        ("", "secrets", "create", ()),
+        ("", "secrets", "get", ("rel-mixpanel-dsr-operator-key",)),
+    }
     (self_role,) = find(docs, "Role", "rel-mixpanel-dsr-operator-self")
     assert set(_rules(self_role)) == {
         ("coordination.k8s.io", "leases", "create", ()),
@@ -301,7 +316,10 @@ def test_helm_install_creates_every_object(
         "wait", "--for=condition=Established", "--timeout=60s",
         "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com",
     )  # fmt: skip
-    crds = [f"crd/{p}.mixpaneldsr.io" for p in ("datasubjectrequests", "mixpanelprojects")]
+    crds = [
+        f"crd/{p}.mixpaneldsr.io"
+        for p in ("datasubjectrequests", "mixpanelprojects", "mixpaneltasks")
+    ]
     crds.append("crd/clustermixpanelprojects.mixpaneldsr.io")
     _adopt(plane, release, ns, *crds)
     values = {
@@ -320,6 +338,8 @@ def test_helm_install_creates_every_object(
         ("poddisruptionbudget", full),
         ("role", f"{full}-self"),
         ("rolebinding", f"{full}-self"),
+        ("role", f"{full}-own"),
+        ("rolebinding", f"{full}-own"),
         ("servicemonitor", full),
         ("prometheusrule", full),
     ]:
@@ -402,8 +422,12 @@ def _apply(plane: ControlPlane, *docs: dict[str, Any]) -> None:
 def test_rbac_is_not_too_much(scoped: Scoped) -> None:
     s = scoped
     # Its own kinds, where it should.
-    assert s.can("patch", "datasubjectrequests.mixpaneldsr.io", "-n", s.watched)
+    assert s.can("patch", "datasubjectrequests.mixpaneldsr.io", "--subresource=status",
+                 "-n", s.watched)  # fmt: skip
     assert s.can("delete", "datasubjectrequests.mixpaneldsr.io", "-n", s.watched)
+    assert s.can("create", "mixpaneltasks.mixpaneldsr.io", "-n", s.watched)
+    assert s.can("create", "mixpaneltasks.mixpaneldsr.io", "-n", s.ops)
+    assert s.can("get", f"secret/{s.fullname}-key", "-n", s.ops)
     assert s.can("get", "secret/web-gdpr", "-n", s.watched)
     assert s.can("get", "secret/shop-gdpr", "-n", s.ops)
     assert s.can("watch", "clustermixpanelprojects.mixpaneldsr.io")
@@ -420,6 +444,8 @@ def test_rbac_is_not_too_much(scoped: Scoped) -> None:
     assert not s.can("patch", "configmaps", "-n", s.watched)
     assert not s.can("create", "pods", "-n", s.ops)
     assert not s.can("patch", "datasubjectrequests.mixpaneldsr.io", "-n", s.unwatched)
+    assert not s.can("patch", "datasubjectrequests.mixpaneldsr.io", "-n", s.watched)
+    assert not s.can("create", "mixpaneltasks.mixpaneldsr.io", "-n", s.unwatched)
     assert not s.can("delete", "mixpanelprojects.mixpaneldsr.io", "-n", s.watched)
     assert not s.can("delete", "clustermixpanelprojects.mixpaneldsr.io")
     assert not s.can("update", f"lease/not-{s.fullname}", "-n", s.ops)

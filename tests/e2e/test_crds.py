@@ -29,6 +29,7 @@ def test_crds_are_established_with_names_and_category(kube: Kube) -> None:
         "clustermixpanelprojects.mixpaneldsr.io",
         "datasubjectrequests.mixpaneldsr.io",
         "mixpanelprojects.mixpaneldsr.io",
+        "mixpaneltasks.mixpaneldsr.io",
     ]
 
 

@@ -223,3 +223,26 @@ async def test_a_lost_answer_resends_the_same_task_alone_and_says_so() -> None:
     assert task["status"]["lostAnswers"] == 1
     conditions = world.kube.requests[(NS, "r0")]["status"]["conditions"]
     assert any(c["type"] == "PossibleDuplicate" for c in conditions)
+
+
+async def test_finished_tasks_are_removed_after_retention_only_when_their_requests_are_done() -> (
+    None
+):
+    world = World(limit=2)
+    asked = build(world, 4)  # r0 has two ids: tasks (r0, r0-alt), (r1, r2), (r3)
+    await world.boot()
+    await world.run(900)
+    check_invariants(world, asked)
+    assert len(world.kube.tasks) == 3
+    assert world.engine is not None
+    retention = world.engine.settings.task_retention
+    # A new request arrives and stays unfinished; its task must stay whatever its age.
+    world.mixpanel.held.add("mp-4")
+    await world.deliver(world.deletion("late", ["person-late"]))
+    await world.run(30, until_finished=False)
+    world.clock.advance(retention + 1)
+    world.project().next_retention = 0.0
+    await world.run(2, until_finished=False)
+    left = [t["spec"]["members"][0]["name"] for t in world.kube.tasks.values()]
+    assert left == ["late"]
+    assert world.kube.phase(NS, "late") == "Submitted"

@@ -24,6 +24,7 @@ from mixpanel_dsr.ledger import (
     cover,
     needs_cancel,
     plan,
+    with_conditions,
 )
 from mixpanel_dsr.mixpanel.types import TaskState
 from mixpanel_dsr.planning import Range
@@ -251,3 +252,28 @@ def test_references_list_every_task_oldest_first_without_ids() -> None:
         ("t2", TaskPhase.SUCCEEDED, "mp-2"),
     ]
     assert c.done == 2
+
+
+@pytest.mark.parametrize(
+    ("phase", "ready", "reconciling", "stalled"),
+    [
+        ("Creating", "False", True, False),
+        ("Submitted", "False", True, False),
+        ("Started", "False", True, False),
+        ("Succeeded", "True", False, False),
+        ("Failed", "False", False, True),
+        ("Lost", "False", False, True),
+        ("Revoked", "False", False, True),
+        ("Cancelled", "False", False, False),
+        ("Split", "False", False, False),
+    ],
+)
+def test_task_conditions_follow_kstatus(
+    phase: str, ready: str, reconciling: bool, stalled: bool
+) -> None:
+    status = with_conditions(MixpanelTaskStatus.model_validate({"phase": phase}), NOW)
+    by_type = {c.type: c for c in status.conditions or []}
+    assert by_type["Ready"].status == ready
+    assert by_type["Ready"].reason == phase
+    assert ("Reconciling" in by_type) is reconciling
+    assert ("Stalled" in by_type) is stalled

@@ -11,7 +11,7 @@ from mixpanel_dsr.planning import (
     InvalidIdsError,
     Pending,
     Range,
-    ids_digest,
+    keyed_digest,
     pack,
     parse_id_list,
     split,
@@ -119,7 +119,12 @@ def test_parse_id_list_names_the_problem_without_the_ids(text: str, message: str
     assert "xxxx" not in str(err.value)
 
 
-def test_digest_is_stable_and_hides_ids() -> None:
-    assert ids_digest(["a", "b"]) == ids_digest(["a", "b"])
-    assert ids_digest(["a", "b"]) != ids_digest(["b", "a"])
-    assert ids_digest(["alice@example.com"]).startswith("sha256:")
+def test_digest_is_keyed_stable_and_hides_ids() -> None:
+    key = b"installation"
+    assert keyed_digest(key, ["a", "b"]) == keyed_digest(key, ["a", "b"])
+    assert keyed_digest(key, ["a", "b"]) != keyed_digest(key, ["b", "a"])
+    # Without the key a guessed id cannot be confirmed: another key, another digest.
+    assert keyed_digest(key, ["alice@example.com"]) != keyed_digest(b"other", ["alice@example.com"])
+    digest = keyed_digest(key, ["alice@example.com"])
+    assert digest.startswith("hmac-sha256:")
+    assert len(digest) == len("hmac-sha256:") + 64

@@ -91,7 +91,7 @@ app.kubernetes.io/part-of: mixpanel-dsr-operator
 # arrive, deleted with the request. Names follow the requests, so no resourceNames.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [create, update, delete]
+  verbs: [create, patch, delete]
 # Events on requests and projects (the operator's and kopf's).
 - apiGroups: [""]
   resources: [events]

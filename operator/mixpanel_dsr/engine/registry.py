@@ -31,7 +31,7 @@ from mixpanel_dsr.engine.state import (
 )
 from mixpanel_dsr.kube import SecretProblem
 from mixpanel_dsr.ledger import Coverage, Policy, Waiting, cover, plan
-from mixpanel_dsr.planning import InvalidIdsError, ids_digest, parse_id_list
+from mixpanel_dsr.planning import InvalidIdsError, keyed_digest, parse_id_list
 from mixpanel_dsr.progress import Blocker, compose_status
 from mixpanel_dsr.settings import Settings
 
@@ -276,7 +276,7 @@ class Engine:
             except InvalidIdsError as err:
                 request.blocker = Blocker("InvalidIds", f"Secret {ref.name} key {ref.key}: {err}")
                 return
-        digest = ids_digest(ids)
+        digest = keyed_digest(self.key, ids)
         if request.status.ids_digest and request.status.ids_digest != digest:
             request.blocker = Blocker(
                 "IdsChanged",

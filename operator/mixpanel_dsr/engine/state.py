@@ -139,8 +139,9 @@ class Project:
     #: The ledger: every MixpanelTask of the project, by name, once loaded.
     tasks: dict[str, LiveTask] = field(default_factory=dict)
     ledger_loaded: bool = False
-    #: Monotonic time the ledger was loaded.
+    #: Monotonic time the ledger was loaded, and of the next retention check.
     loaded_at: float = 0.0
+    next_retention: float = 0.0
     #: Request uid -> its slices in the project's tasks.
     slices: dict[str, list[Slice]] = field(default_factory=dict)
     #: Highest task sequence written so far.

@@ -50,6 +50,7 @@ from mixpanel_dsr.ledger import (
     needs_cancel,
     next_interval,
     plan,
+    with_conditions,
 )
 from mixpanel_dsr.mixpanel.client import MixpanelClient
 from mixpanel_dsr.mixpanel.errors import (
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 TOKEN_CACHE_SECONDS = 5.0
 #: A project's status (queue counts) is refreshed at least this often.
 STATUS_WRITE_SECONDS = 5.0
+#: How often finished tasks are checked against --task-retention.
+RETENTION_CHECK_SECONDS = 600.0
 
 
 async def run_worker(engine: Engine, project: Project) -> None:
@@ -112,6 +115,9 @@ async def step(engine: Engine, project: Project) -> None:
     while project.ready and await act(engine, project):
         await flush(engine, project)
     await flush(engine, project)
+    if engine.clock() >= project.next_retention:
+        project.next_retention = engine.clock() + RETENTION_CHECK_SECONDS
+        await retire_tasks(engine, project)
 
 
 async def flush(engine: Engine, project: Project, *, everything: bool = False) -> None:
@@ -204,6 +210,39 @@ async def load_ledger(engine: Engine, project: Project) -> None:
     )  # fmt: skip
 
 
+async def retire_tasks(engine: Engine, project: Project) -> None:
+    """Remove tasks finished longer than --task-retention ago whose requests are all finished
+    or gone (a live request's coverage never loses a task)."""
+    cutoff = engine.wall().timestamp() - engine.settings.task_retention
+    for task in list(project.tasks.values()):
+        done = task.status.completion_time
+        if not task.phase.terminal or done is None or done.timestamp() > cutoff:
+            continue
+        if not all(
+            _settled(engine, project, m.namespace, m.name, m.uid) for m in task.spec.members
+        ):
+            continue
+        try:
+            await engine.kube.delete_task(task.namespace, task.name)
+        except Exception as err:
+            log.warning("task %s: removing it failed: %s", task.name, _kube_brief(err))
+            return
+        del project.tasks[task.name]
+        for member in task.spec.members:
+            kept = [s for s in project.slices.get(member.uid, []) if s.task is not task]
+            if kept:
+                project.slices[member.uid] = kept
+            else:
+                project.slices.pop(member.uid, None)
+
+
+def _settled(engine: Engine, project: Project, namespace: str, name: str, uid: str) -> bool:
+    if uid in project.gone:
+        return True
+    finished = engine.finished.get(f"{namespace}/{name}")
+    return finished is not None and finished.uid == uid
+
+
 async def save_tasks(engine: Engine, project: Project) -> None:
     """Write task statuses whose earlier write failed."""
     for task in [t for t in project.tasks.values() if t.unsaved]:
@@ -211,6 +250,7 @@ async def save_tasks(engine: Engine, project: Project) -> None:
 
 
 async def _save(engine: Engine, task: LiveTask) -> bool:
+    task.status = with_conditions(task.status, engine.wall())
     try:
         await engine.kube.patch_status(
             "MixpanelTask", task.namespace, task.name, task.status.to_wire()
@@ -309,11 +349,20 @@ async def _cancel_one(engine: Engine, project: Project) -> bool:
         if not needs_cancel(task, project.gone):
             continue
         if task.phase is TaskPhase.CREATING:
-            await _finish_cancel(
-                engine, project, task,
-                "never created in Mixpanel, and a request it was for was deleted; "
-                "the other requests' ids were queued again",
-            )  # fmt: skip
+            if task.recovered or task.status.lost_answers:
+                # Its create may have reached Mixpanel: there is no tracking id to cancel.
+                task.status = task.status.model_copy(update={"ambiguous": True})
+                why = (
+                    "a request it was for was deleted before Mixpanel's answer to its create "
+                    "was known; Mixpanel may still carry it out (no tracking id to cancel). "
+                    "The other requests' ids were queued again"
+                )
+            else:
+                why = (
+                    "never created in Mixpanel, and a request it was for was deleted; the "
+                    "other requests' ids were queued again"
+                )
+            await _finish_cancel(engine, project, task, why)
             return True
         if not cancellable(task) or task.cancel_refused:
             continue
@@ -495,6 +544,7 @@ async def _send(engine: Engine, project: Project, task: LiveTask, ids: list[list
         if task.phase is TaskPhase.LOST:
             await _save(engine, task)
             _touch(engine, project, task)
+            await _task_event(engine, task, "Lost", task.status.message or "", warning=True)
             return
     elif task.status.next_attempt_at is not None:
         # A retry: record that this send may happen, so that a crash before its answer is
