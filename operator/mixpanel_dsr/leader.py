@@ -92,10 +92,27 @@ class LeaderElector:
             spec.acquire_time = now
         return spec
 
+    def _timeout(self) -> tuple[float, float]:
+        """Every Lease call gives up well within ``renew_deadline``: a renewal that hangs
+        (an API server partitioned away) counts as a failed one."""
+        return (2.0, max(1.0, self.timing.renew_deadline / 3))
+
     def try_acquire_or_renew(self) -> bool:
         """One attempt: True when this replica holds the Lease afterwards."""
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            return self._try_acquire_or_renew()
+        except ApiException:
+            raise
+        except Exception as err:  # timeouts, refused connections
+            log.warning("Lease %s/%s: %s", self.namespace, self.name, type(err).__name__)
+            return False
+
+    def _try_acquire_or_renew(self) -> bool:
+        timeout = self._timeout()
+        try:
+            lease = self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=timeout
+            )
         except ApiException as err:
             if err.status != 404:
                 log.warning("reading Lease %s/%s: HTTP %s", self.namespace, self.name, err.status)
@@ -105,7 +122,7 @@ class LeaderElector:
                 spec=self._spec(acquire=True, transitions=0),
             )
             try:
-                self._api.create_namespaced_lease(self.namespace, body)
+                self._api.create_namespaced_lease(self.namespace, body, _request_timeout=timeout)
             except ApiException as create_err:
                 if create_err.status != 409:
                     log.warning("creating Lease: HTTP %s", create_err.status)
@@ -132,7 +149,9 @@ class LeaderElector:
             lease.spec.acquire_time = spec.acquire_time
         try:
             # resourceVersion in the body: a concurrent writer makes this fail with 409.
-            self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+            self._api.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=timeout
+            )
         except ApiException as err:
             if err.status != 409:
                 log.warning("updating Lease: HTTP %s", err.status)
