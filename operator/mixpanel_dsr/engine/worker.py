@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 TOKEN_CACHE_SECONDS = 5.0
 #: A project's status (queue counts) is refreshed at least this often.
 STATUS_WRITE_SECONDS = 5.0
+#: Request status writes in flight at once (the Kubernetes client has 8 threads).
+FLUSH_CONCURRENCY = 8
 #: How often finished tasks are checked against --task-retention.
 RETENTION_CHECK_SECONDS = 600.0
 
@@ -121,18 +123,24 @@ async def step(engine: Engine, project: Project) -> None:
 
 
 async def flush(engine: Engine, project: Project, *, everything: bool = False) -> None:
-    """Write the status of every request whose view may have changed (only those)."""
-    keys = set(project.members) if everything else project.dirty
+    """Write the status of every request whose view may have changed (only those), several
+    at once: a create that serves 2,000 requests is followed by 2,000 status writes, and the
+    next create should not wait for them one by one."""
+    keys = sorted(set(project.members) if everything else project.dirty)
     project.dirty = set()
-    for key in sorted(keys):
+
+    async def one(key: str) -> None:
         request = engine.requests.get(key)
         if request is None:
-            continue
+            return
         try:
             await engine.commit(project, request)
         except Exception as err:  # the API server is away or slow: written on a later pass
             log.warning("request %s: status write failed: %s", key, _kube_brief(err))
             project.dirty.add(key)
+
+    for start in range(0, len(keys), FLUSH_CONCURRENCY):
+        await asyncio.gather(*(one(k) for k in keys[start : start + FLUSH_CONCURRENCY]))
 
 
 async def _look_up(engine: Engine, project: Project) -> None:
