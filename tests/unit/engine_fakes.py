@@ -13,7 +13,7 @@ import copy
 import itertools
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +78,8 @@ class MemoryKube:
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.events: list[tuple[str, str, str]] = []
         self.writes = 0
+        #: Every phase each request's status showed, in order.
+        self.phases: dict[str, list[str]] = {}
 
     # -- what a user does
     def add_request(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +162,10 @@ class MemoryKube:
         if body is None:
             return False
         body["status"] = copy.deepcopy(status)
+        if kind == "DataSubjectRequest" and status.get("phase"):
+            seen = self.phases.setdefault(name, [])
+            if not seen or seen[-1] != status["phase"]:
+                seen.append(status["phase"])
         return True
 
     async def list_tasks(self, namespace: str, kind: str, project: str) -> list[dict[str, Any]]:
@@ -221,6 +227,12 @@ class MemoryMixpanel:
         self.creates: list[tuple[str, ...]] = []
         self.refused: list[tuple[str, ...]] = []
         self._ids = itertools.count(1)
+        #: Runs at every call, while it is "in flight" (kopf events arrive meanwhile).
+        self.during_call: Callable[[], Awaitable[None]] | None = None
+
+    async def _in_flight(self) -> None:
+        if self.during_call is not None:
+            await self.during_call()
 
     def _create(self, kind: str, ids: Sequence[str]) -> CreatedTask:
         if self.conflicts and kind == "deletion":
@@ -253,6 +265,7 @@ class MemoryMixpanel:
     async def create_deletion(
         self, distinct_ids: Sequence[str], compliance_type: ComplianceType | str = "GDPR"
     ) -> CreatedTask:
+        await self._in_flight()
         return self._create("deletion", distinct_ids)
 
     async def create_retrieval(
@@ -261,6 +274,7 @@ class MemoryMixpanel:
         compliance_type: ComplianceType | str = "GDPR",
         disclosure_type: DisclosureType | str | None = None,
     ) -> CreatedTask:
+        await self._in_flight()
         return self._create("retrieval", distinct_ids)
 
     def _status(self, tracking_id: str) -> TaskStatus:
@@ -278,9 +292,11 @@ class MemoryMixpanel:
         return TaskStatus(state=task.state, raw_state=task.state.value, tracking_id=tracking_id)
 
     async def deletion_status(self, tracking_id: str) -> TaskStatus:
+        await self._in_flight()
         return self._status(tracking_id)
 
     async def retrieval_status(self, tracking_id: str) -> TaskStatus:
+        await self._in_flight()
         return self._status(tracking_id)
 
     async def cancel_deletion(self, tracking_id: str) -> None:
@@ -336,6 +352,8 @@ class World:
         }
         self.engine: Engine | None = None
         self.restarts = 0
+        #: Requests kopf has not listed yet after the last restart.
+        self.late: list[dict[str, Any]] = []
 
     def deletion(self, name: str, ids: list[str], **spec: Any) -> dict[str, Any]:
         return self.kube.add_request(
@@ -345,18 +363,29 @@ class World:
         )
 
     async def boot(self) -> Engine:
-        """A new operator process: kopf lists the projects and requests, as on a restart."""
+        """A new operator process: kopf lists the projects and requests, as on a restart.
+        Some requests arrive only while the engine's first Mixpanel calls are in flight."""
         engine = Engine(FAST, self.kube, clock=self.clock.monotonic, wall=self.clock.wall)
         engine.key = b"installation-key"
         self.engine = engine
         self.restarts += 1
         for body in self.kube.projects.values():
             await engine.upsert_project(copy.deepcopy(body))
-        for body in list(self.kube.requests.values()):
+        bodies = list(self.kube.requests.values())
+        self.late = bodies[len(bodies) // 2 :] if self.restarts > 1 else []
+        for body in bodies[: len(bodies) - len(self.late)]:
             await engine.upsert_request(copy.deepcopy(body))
+        self.mixpanel.during_call = self.deliver_late
         project = engine.projects[PROJECT]
         project.client = self.mixpanel  # type: ignore[assignment]
         return engine
+
+    async def deliver_late(self) -> None:
+        """kopf lists one more request (after a restart, while the engine already works)."""
+        if self.late and self.engine is not None:
+            body = self.late.pop(0)
+            if (body["metadata"]["namespace"], body["metadata"]["name"]) in self.kube.requests:
+                await self.engine.upsert_request(copy.deepcopy(body))
 
     def project(self) -> Project:
         assert self.engine is not None
@@ -374,6 +403,7 @@ class World:
         for _ in range(int(seconds)):
             project = self.project()
             project.client = self.mixpanel  # type: ignore[assignment]
+            await self.deliver_late()
             await step(self.engine, project)
             self.clock.advance(1.0)
             if until_finished and self.all_finished():

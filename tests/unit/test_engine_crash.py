@@ -34,6 +34,16 @@ async def run_to_the_end(world: World, crash_after: int | None) -> None:
             await world.boot()  # a new process, from what was persisted
 
 
+ORDER = ["Pending", "Queued", "Submitted", "InProgress", "Succeeded"]
+
+
+def never_backwards(world: World) -> None:
+    """Restarts do not show a request going back (e.g. Submitted -> Pending)."""
+    for name, phases in world.kube.phases.items():
+        ranks = [ORDER.index(p) for p in phases]
+        assert ranks == sorted(ranks), (name, phases)
+
+
 def check_invariants(world: World, asked: dict[str, list[str]]) -> None:
     succeeded = world.mixpanel.succeeded_ids()
     for name, ids in asked.items():
@@ -73,6 +83,7 @@ async def test_a_kill_after_any_step_loses_nothing_and_resends_at_most_one_creat
         asked = build(world)
         await run_to_the_end(world, k)
         check_invariants(world, asked)
+        never_backwards(world)
         crashed_on = world.steps.log[k - 1] if k <= len(world.steps.log) else ""
         dupes = world.ids_sent_more_than_once()
         if crashed_on.startswith("mixpanel create"):

@@ -56,6 +56,18 @@ def project_key_of(spec_ref_kind: str, namespace: str, name: str) -> ProjectKey:
     return ("MixpanelProject", namespace, name)
 
 
+def _carried(status: DataSubjectRequestStatus) -> Coverage:
+    """What the status last written says, while the ledger cannot say more."""
+    total, done, failed = status.ids_total or 0, status.ids_done or 0, status.ids_failed or 0
+    return Coverage(
+        total=total,
+        done=done,
+        failed=failed,
+        in_flight=max(total - done - failed, 0) if status.tasks else 0,
+        references=list(status.tasks or []),
+    )
+
+
 class Engine:
     """Holds the requests and projects the operator serves; one worker per project drives
     them (see :mod:`.worker`). The engine is the only writer of their status and of the
@@ -318,7 +330,11 @@ class Engine:
         before = request.status
         coverage = self.coverage_of(project, request)
         if coverage is None:
-            coverage = Coverage(total=before.ids_total or 0)
+            # Not derived yet (ids not read, ledger not loaded: just after a start). Write
+            # only what is new: a first status, or why the request is blocked.
+            if before.phase is not None and not (request.blocker or self.project_blocker(request)):
+                return
+            coverage = _carried(before)
         dry_run = request.spec.dry_run
         after = compose_status(
             before,
