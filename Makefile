@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install controlplane gotools bench-planning bench-packing bench-writes test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
+.PHONY: help install controlplane gotools bench-planning bench-packing bench-writes kill-run test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
 
 help:
 	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
@@ -82,3 +82,9 @@ bench-packing: controlplane
 # arguments in BENCH_ARGS, e.g. make bench-writes BENCH_ARGS="1000 --engine-ref HEAD~3".
 bench-writes: controlplane
 	$(PY) -m benchmarks.bench_writes $(BENCH_ARGS)
+
+# One-id deletions through seeded kill -9 of the operator: every request Succeeded, no id
+# lost, ids sent twice within the creates a kill interrupted; exits non-zero otherwise.
+# Arguments in BENCH_ARGS, e.g. make kill-run BENCH_ARGS="--requests 2000 --kills 40 --seed 3".
+kill-run: controlplane
+	$(PY) -m benchmarks.kill_run $(BENCH_ARGS)
