@@ -18,7 +18,8 @@ from prometheus_client import start_http_server
 
 from mixpanel_dsr import __version__
 from mixpanel_dsr.metrics import LEADER
-from mixpanel_dsr.settings import Settings, parse_duration, parse_region_urls
+from mixpanel_dsr.mixpanel.types import REGION_BASE_URLS
+from mixpanel_dsr.settings import Settings, normalize_url, parse_duration, parse_region_urls
 
 if TYPE_CHECKING:
     from mixpanel_dsr.leader import LeaderElector
@@ -100,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("MIXPANEL_REGION_URLS", ""),
         help="override Mixpanel's hosts: US=URL,EU=URL,IN=URL (the sandbox, a proxy)",
     )
+    run.add_argument(
+        "--allowed-api-base-url",
+        action="append",
+        default=[u for u in (_env("ALLOWED_API_BASE_URLS") or "").split(",") if u.strip()],
+        metavar="URL",
+        help="a base URL projects' spec.apiBaseURL may point to (repeatable; env "
+        "DSR_OPERATOR_ALLOWED_API_BASE_URLS, comma-separated). Always allowed: Mixpanel's "
+        "three regional hosts and the --mixpanel-region-urls. https only, except loopback",
+    )
     defaults = Settings()
     durations = {
         "packing-quiet": ("packing_quiet", "send packed deletions after no new ids for this long"),
@@ -162,6 +172,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
     if args.mixpanel_region_urls:
         settings.region_urls.update(parse_region_urls(args.mixpanel_region_urls))
+    allowed = [*REGION_BASE_URLS.values(), *settings.region_urls.values()]
+    allowed += [u.strip() for u in args.allowed_api_base_url]
+    for url in allowed:
+        normalize_url(url)  # ValueError names the bad one
+    settings.allowed_api_urls = list(dict.fromkeys(allowed))
     return settings
 
 

@@ -212,6 +212,16 @@ class Kube:
             raise
         return True
 
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A namespace's labels; None when it does not exist."""
+        try:
+            ns = await self._run(self.core.read_namespace, name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return dict(ns.metadata.labels or {})
+
     async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = await self._run(

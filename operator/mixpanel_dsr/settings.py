@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from mixpanel_dsr.mixpanel.types import REGION_BASE_URLS, Region
 
@@ -23,6 +25,47 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 6h)")
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of an absolute http(s) URL; ValueError if it is none, or
+    plain http to anything but loopback (a token must not cross a network in clear)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in ("http", "https") or not host:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"a base URL has no credentials, query or fragment: {url!r}")
+    if scheme == "http" and not _is_loopback(host):
+        raise ValueError(f"plain http is allowed only to loopback addresses: {url!r}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, host, port, parts.path.rstrip("/")
+
+
+def url_allowed(url: str, allowed: list[str]) -> bool:
+    """Whether ``url`` is one of the ``allowed`` base URLs or under one (same scheme, host and
+    port; path equal or below, on a segment boundary)."""
+    try:
+        scheme, host, port, path = normalize_url(url)
+    except ValueError:
+        return False
+    for entry in allowed:
+        e_scheme, e_host, e_port, e_path = normalize_url(entry)
+        if (scheme, host, port) != (e_scheme, e_host, e_port):
+            continue
+        if path == e_path or path.startswith(e_path + "/"):
+            return True
+    return False
 
 
 def parse_region_urls(text: str) -> dict[Region, str]:
@@ -47,6 +90,9 @@ class Settings:
     operator_namespace: str = "mixpanel-dsr-system"
     #: Base URL per region; the sandbox or a proxy may replace Mixpanel's hosts.
     region_urls: dict[Region, str] = field(default_factory=lambda: dict(REGION_BASE_URLS))
+    #: Where a project's spec.apiBaseURL may point (the installer's choice, never a tenant's):
+    #: these base URLs and anything under them. The region URLs are always allowed.
+    allowed_api_urls: list[str] = field(default_factory=lambda: list(REGION_BASE_URLS.values()))
     #: Deletions wait this long without new ids arriving before they are packed and sent.
     packing_quiet: float = 10.0
     #: ... but never longer than this after the first waiting id.

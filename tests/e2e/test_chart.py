@@ -482,6 +482,7 @@ def test_rbac_is_enough_to_carry_requests_to_succeeded(
             "token": "demo-token-in",
             "region": "IN",
             "credentialsSecretRef": {"name": "shop-gdpr"},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": w}},
         },
     }
     erase = {

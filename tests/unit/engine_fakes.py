@@ -132,6 +132,10 @@ class MemoryKube:
         self.steps.tick(f"get project {name}")
         return copy.deepcopy(self.projects.get((kind, namespace, name)))
 
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        self.steps.tick(f"get namespace {name}")
+        return {"kubernetes.io/metadata.name": name}
+
     async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.steps.tick(f"get request {name}")
         return copy.deepcopy(self.requests.get((namespace, name)))

@@ -57,16 +57,22 @@ def test_every_field_has_a_description(name: str) -> None:
 def test_schemas_are_structural(name: str) -> None:
     """No construct the API server refuses in a structural schema."""
     text = yaml.safe_dump(crd.all_crds()[name])
-    for forbidden in (
-        "$ref",
-        "anyOf",
-        "oneOf",
-        "allOf",
-        "additionalProperties",
-        "title:",
-        "const:",
-    ):
+    for forbidden in ("$ref", "anyOf", "oneOf", "allOf", "title:", "const:"):
         assert forbidden not in text
+
+    def maps_are_maps(node: object) -> None:
+        # additionalProperties only as a map's value schema, never a bool, never with properties.
+        if isinstance(node, dict):
+            if "additionalProperties" in node:
+                assert isinstance(node["additionalProperties"], dict)
+                assert "properties" not in node
+            for value in node.values():
+                maps_are_maps(value)
+        elif isinstance(node, list):
+            for value in node:
+                maps_are_maps(value)
+
+    maps_are_maps(crd.all_crds()[name])
 
 
 def _example_objects() -> list[dict[str, Any]]:

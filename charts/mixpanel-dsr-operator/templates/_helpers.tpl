@@ -107,6 +107,11 @@ app.kubernetes.io/part-of: mixpanel-dsr-operator
 - apiGroups: [mixpaneldsr.io]
   resources: [clustermixpanelprojects/status]
   verbs: [patch]
+# A ClusterMixpanelProject serves only the namespaces its namespaceSelector selects:
+# the labels of a requesting namespace are read.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get]
 # kopf notices CRDs being installed or removed while it runs.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

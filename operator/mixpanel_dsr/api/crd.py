@@ -68,8 +68,11 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
         node["description"] = " ".join(node["description"].split())
     if "default" in node and node["default"] is None:
         del node["default"]
+    extra = node.get("additionalProperties")
     for key in _DROPPED_KEYS:
         node.pop(key, None)
+    if isinstance(extra, dict):  # a map (dict[str, X]); `false` is dropped as meaningless
+        node["additionalProperties"] = _convert(extra, defs)
     if "properties" in node:
         node["properties"] = {
             name: _convert(prop, defs) for name, prop in node["properties"].items()

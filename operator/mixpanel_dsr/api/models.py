@@ -277,11 +277,56 @@ class MixpanelProject(Model):
     status: MixpanelProjectStatus | None = None
 
 
+class LabelSelectorRequirement(Model):
+    """One requirement on a label (metav1.LabelSelectorRequirement)."""
+
+    key: str = Field(description="The label key.", min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None,
+        max_length=256,
+        description="For In and NotIn: the values (non-empty); empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(Model):
+    """Selects objects by their labels (metav1.LabelSelector); {} selects everything."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.matchExpressions) || self.matchExpressions.all(e, "
+                "(e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",
+                "matchExpressions: In and NotIn need values; Exists and DoesNotExist take none",
+            )
+        )
+    )
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, description="Labels that must all have these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, max_length=64, description="Requirements that must all hold."
+    )
+
+
+class ClusterMixpanelProjectSpec(MixpanelProjectSpec):
+    """A Mixpanel project every selected namespace may send requests to."""
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="The namespaces whose requests this project serves, by their labels. "
+        "Absent: none (a cluster project is opt-in per namespace); {} selects every namespace.",
+    )
+
+
 class ClusterMixpanelProject(Model):
     """A cluster-scoped Mixpanel project (short name cmpp); its Secret lives in the
     operator's namespace."""
 
-    spec: MixpanelProjectSpec
+    spec: ClusterMixpanelProjectSpec
     status: MixpanelProjectStatus | None = None
 
 

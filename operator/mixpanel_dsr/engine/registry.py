@@ -13,6 +13,7 @@ import httpx
 
 from mixpanel_dsr import metrics
 from mixpanel_dsr.api.models import (
+    ClusterMixpanelProject,
     DataSubjectRequest,
     DataSubjectRequestStatus,
     MixpanelProject,
@@ -98,6 +99,8 @@ class Engine:
         self.inflight: set[str] = set()
         #: The installation's key for digests of ids (set at start-up).
         self.key: bytes = b""
+        #: Namespace -> (its labels or None when gone, monotonic time read).
+        self.namespace_labels: dict[str, tuple[dict[str, str] | None, float]] = {}
         self._worker = worker
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
@@ -153,7 +156,8 @@ class Engine:
         kind = body["kind"]
         meta = body["metadata"]
         key: ProjectKey = (kind, meta.get("namespace"), meta["name"])
-        parsed = MixpanelProject.model_validate(body)
+        model = ClusterMixpanelProject if kind == "ClusterMixpanelProject" else MixpanelProject
+        parsed = model.model_validate(body)
         project = self.project(key)
         changed = project.spec != parsed.spec
         project.body = body
@@ -162,6 +166,12 @@ class Engine:
         if changed:
             project.next_verify = 0.0
             project.client = None
+            if kind == "ClusterMixpanelProject":
+                # Which namespaces it serves may have changed: check each request again.
+                project.unresolved |= project.members
+                for member in project.members:
+                    if member in self.requests:
+                        self.requests[member].next_resolve = 0.0
             project.wake.set()
 
     async def remove_project(self, body: dict[str, Any]) -> None:

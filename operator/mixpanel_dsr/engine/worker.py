@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mixpanel_dsr import metrics
 from mixpanel_dsr.api.models import (
+    ClusterMixpanelProjectSpec,
     LocalObjectReference,
     MixpanelTask,
     MixpanelTaskSpec,
@@ -35,6 +36,7 @@ from mixpanel_dsr.engine.project_status import write_project_status
 from mixpanel_dsr.engine.registry import Engine
 from mixpanel_dsr.engine.state import LiveTask, Project, Request, project_label
 from mixpanel_dsr.kube import SecretProblem
+from mixpanel_dsr.labels import selects
 from mixpanel_dsr.ledger import (
     CreateOutcome,
     CreateResult,
@@ -64,7 +66,7 @@ from mixpanel_dsr.mixpanel.errors import (
 from mixpanel_dsr.mixpanel.types import TaskState
 from mixpanel_dsr.planning import keyed_digest
 from mixpanel_dsr.progress import Blocker
-from mixpanel_dsr.settings import parse_duration
+from mixpanel_dsr.settings import parse_duration, url_allowed
 
 log = logging.getLogger(__name__)
 
@@ -291,11 +293,50 @@ async def resolve(engine: Engine, project: Project) -> None:
         if now < request.next_resolve:
             continue
         request.next_resolve = now + engine.settings.retry_interval
+        if not await _namespace_selected(engine, project, request):
+            project.dirty.add(key)
+            continue
         await engine.resolve_ids(request)
         if request.ids is not None:
             project.unresolved.discard(key)
             request.coverage = None
         project.dirty.add(key)
+
+
+#: How long a namespace's labels are trusted before they are read again.
+NAMESPACE_LABELS_SECONDS = 60.0
+_NOT_SELECTED = "NamespaceNotSelected"
+
+
+async def _namespace_selected(engine: Engine, project: Project, request: Request) -> bool:
+    """A ClusterMixpanelProject serves only the namespaces its spec.namespaceSelector selects;
+    a request from any other is blocked before its ids are read or anything is sent."""
+    if project.key[0] != "ClusterMixpanelProject":
+        return True
+    spec = project.spec
+    assert isinstance(spec, ClusterMixpanelProjectSpec)
+    cached = engine.namespace_labels.get(request.namespace)
+    if cached is None or engine.clock() - cached[1] >= NAMESPACE_LABELS_SECONDS:
+        try:
+            labels = await engine.kube.namespace_labels(request.namespace)
+        except Exception as err:
+            log.warning("namespace %s: reading its labels failed: %s", request.namespace,
+                        _kube_brief(err))  # fmt: skip
+            return False
+        cached = engine.namespace_labels[request.namespace] = (labels, engine.clock())
+    if selects(spec.namespace_selector, cached[0] or {}):
+        if request.blocker and request.blocker.reason == _NOT_SELECTED:
+            request.blocker = None
+        return True
+    request.blocker = Blocker(
+        _NOT_SELECTED,
+        f"ClusterMixpanelProject {project.key[2]} does not serve namespace {request.namespace}: "
+        "its spec.namespaceSelector does not select it (absent selects none); nothing was sent",
+    )
+    request.coverage = None
+    project.waiting.discard(request.key)
+    project.unresolved.add(request.key)
+    return False
 
 
 def _member_ids(engine: Engine, project: Project, task: LiveTask) -> list[list[str]] | None:
@@ -752,6 +793,10 @@ def client_of(engine: Engine, project: Project) -> MixpanelPort:
         return project.client
     spec = project.spec
     assert spec is not None
+    if spec.api_base_url is not None and not url_allowed(
+        spec.api_base_url, engine.settings.allowed_api_urls
+    ):
+        raise SecretProblem("APIBaseURLNotAllowed", "spec.apiBaseURL is not allowed")
     ref = spec.credentials_secret_ref
     namespace = project.key[1] or engine.settings.operator_namespace
 
@@ -816,10 +861,31 @@ def _auth_failure(engine: Engine, project: Project, err: AuthenticationError) ->
                    f"(HTTP {err.status_code}): check the Secret and the project token")  # fmt: skip
 
 
+def _url_refused(engine: Engine, project: Project) -> bool:
+    """A spec.apiBaseURL outside the operator's allowlist: the project is not Ready, and
+    neither its Secret is read nor any call made (its token must not go there)."""
+    spec = project.spec
+    assert spec is not None
+    if spec.api_base_url is None or url_allowed(
+        spec.api_base_url, engine.settings.allowed_api_urls
+    ):
+        return False
+    _not_ready(
+        engine, project, "APIBaseURLNotAllowed",
+        f"spec.apiBaseURL {spec.api_base_url[:200]} is not one of the Mixpanel API URLs this "
+        "operator was installed to allow (--allowed-api-base-url); no credentials were read "
+        "or sent. Remove it, or ask the operator's installer to allow it",
+    )  # fmt: skip
+    project.client = None
+    return True
+
+
 async def verify(engine: Engine, project: Project) -> None:
     """Is the Secret readable and the token accepted? Cheap: one status call, not every loop."""
     spec = project.spec
     assert spec is not None
+    if _url_refused(engine, project):
+        return
     namespace = project.key[1] or engine.settings.operator_namespace
     ref = spec.credentials_secret_ref
     try:
