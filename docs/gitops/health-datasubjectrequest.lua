@@ -1,6 +1,7 @@
 -- Argo CD health of a mixpaneldsr.io DataSubjectRequest (docs/gitops.md).
 -- Healthy: every id confirmed done (Ready True) for the current generation.
--- Degraded: Stalled (a person must act), Failed or Cancelled. Suspended: a dry run.
+-- Degraded: Stalled (a person must act), Failed or Cancelled. Suspended: a dry run, or an
+-- erasure waiting for a second person's approval.
 -- Progressing: anything else (not yet seen, queued, submitted, in progress).
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 if obj.status == nil then
@@ -40,7 +41,7 @@ if phase == "Failed" or phase == "Cancelled" then
   end
   return hs
 end
-if ready ~= nil and ready.reason == "DryRun" then
+if ready ~= nil and (ready.reason == "DryRun" or ready.reason == "AwaitingApproval") then
   hs.status = "Suspended"
   hs.message = ready.message
   return hs

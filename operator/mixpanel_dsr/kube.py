@@ -62,6 +62,7 @@ class Kube:
         self._api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self._api)
         self.custom = client.CustomObjectsApi(self._api)
+        self.admission = client.AdmissionregistrationV1Api(self._api)
         # The engine's calls have threads of their own, so that they never queue in front
         # of the leader's Lease renewals (which use the loop's default executor).
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kube")
@@ -208,6 +209,17 @@ class Kube:
                 )  # fmt: skip
         except ApiException as err:
             if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def policy_bound(self, name: str) -> bool:
+        """Whether the ValidatingAdmissionPolicyBinding ``name`` exists (it enforces who may
+        set requestedBy and approvedBy)."""
+        try:
+            await self._run(self.admission.read_validating_admission_policy_binding, name)
+        except ApiException as err:
+            if err.status in (403, 404):
                 return False
             raise
         return True

@@ -34,6 +34,10 @@ def phase_of(c: Coverage, *, dry_run: bool) -> Phase:
     return Phase.PENDING
 
 
+#: The reason of the blocker that holds a request until a second person approves it.
+AWAITING_APPROVAL = "AwaitingApproval"
+
+
 @dataclass(frozen=True)
 class Blocker:
     """Why a request cannot proceed now; it needs a person (Stalled) unless ``transient``."""
@@ -60,7 +64,7 @@ def compose_status(
     total = t.total
     phase = phase_of(t, dry_run=dry_run)
     if blocker and phase in (Phase.QUEUED, Phase.PENDING) and not t.in_flight:
-        phase = Phase.PENDING
+        phase = Phase.AWAITING_APPROVAL if blocker.reason == AWAITING_APPROVAL else Phase.PENDING
     conds: list[Condition] = list(previous.conditions or []) if previous else []
 
     def put(type_: str, status: bool, reason: str, message: str) -> None:

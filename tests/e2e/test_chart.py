@@ -121,9 +121,13 @@ def test_crds_are_the_repository_crds_and_can_be_left_out(helm: Helm) -> None:
         d["metadata"]["name"]: d
         for path in sorted((REPO / "crds").glob("*.yaml"))
         for d in yaml.safe_load_all(path.read_text())
-        if d
+        if d and d["kind"] == "CustomResourceDefinition"
     }
     assert rendered.keys() == committed.keys()
+    # The approval admission policy, kept beside the CRDs, is installed with them.
+    docs = helm.template()
+    assert find(docs, "ValidatingAdmissionPolicy")
+    assert find(docs, "ValidatingAdmissionPolicyBinding")
     for name, crd in rendered.items():
         meta = crd["metadata"]
         assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -159,7 +163,12 @@ def test_cluster_mode_rbac(helm: Helm) -> None:
     for group, resource, verb, _ in namespaced | cluster:
         assert "*" not in (group, resource, verb)
         assert not (resource == "secrets" and verb in ("list", "watch"))
-        assert group in ("", g, "apiextensions.k8s.io")
+        assert group in ("", g, "apiextensions.k8s.io", "admissionregistration.k8s.io")
+    # Of admission policies, only reading whether the approval policy is bound.
+    assert {r for r in cluster if r[0] == "admissionregistration.k8s.io"} == {
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "get",
+         ("datasubjectrequest-approval.mixpaneldsr.io",)),
+    }  # fmt: skip
     (own,) = find(docs, "Role", "rel-mixpanel-dsr-operator-own")
     assert set(_rules(own)) == {
         ("", "events", "create", ()),
@@ -185,7 +194,7 @@ def test_namespaced_mode_rbac_names_its_secrets(helm: Helm) -> None:
     assert "--namespace=privacy" in args
     assert "--namespace=marketing" in args
     assert "--all-namespaces" not in args
-    (cluster_role,) = find(docs, "ClusterRole")
+    (cluster_role,) = find(docs, "ClusterRole", "rel-mixpanel-dsr-operator-cluster")
     assert not [r for r in _rules(cluster_role) if r[1] == "secrets"]
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in find(docs, "Role")}
     privacy = set(_rules(roles["privacy", "rel-mixpanel-dsr-operator-watch"]))
@@ -321,7 +330,11 @@ def test_helm_install_creates_every_object(
         for p in ("datasubjectrequests", "mixpanelprojects", "mixpaneltasks")
     ]
     crds.append("crd/clustermixpanelprojects.mixpaneldsr.io")
-    _adopt(plane, release, ns, *crds)
+    policy = "datasubjectrequest-approval.mixpaneldsr.io"
+    _adopt(
+        plane, release, ns, *crds,
+        f"validatingadmissionpolicy/{policy}", f"validatingadmissionpolicybinding/{policy}",
+    )  # fmt: skip
     values = {
         "replicaCount": 2,
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},

@@ -107,6 +107,18 @@ def test_argocd_health_of_an_object_the_operator_has_not_seen() -> None:
     assert argocd_health(project)[0] == "Healthy"
 
 
+def test_argocd_health_of_an_erasure_awaiting_approval_is_suspended() -> None:
+    obj = _fixture("dsr-queued")
+    obj["status"]["phase"] = "AwaitingApproval"
+    for condition in obj["status"]["conditions"]:
+        if condition["type"] in ("Ready", "Reconciling"):
+            condition["reason"] = "AwaitingApproval"
+            condition["message"] = "requested by alice; someone else who may approve sets it"
+    status, message = argocd_health(obj)
+    assert status == "Suspended"
+    assert "requested by alice" in message
+
+
 @pytest.fixture(scope="module")
 def tools() -> Tools:
     return ensure_tools()

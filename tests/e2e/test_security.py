@@ -144,3 +144,92 @@ def test_a_malformed_selector_is_refused_at_admission(kube: Kube) -> None:
     )
     assert result.returncode != 0
     assert "In and NotIn need values" in result.stderr
+
+
+def _people(kube: Kube, ns: str) -> None:
+    """alice and carol may ask; bob may approve (the chart's -requester and -approver)."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    items: list[dict[str, object]] = []
+    verbs = {"requester": ["create", "get", "list", "patch"],
+             "approver": ["get", "list", "patch", "approve"]}  # fmt: skip
+    for role, allowed in verbs.items():
+        rule = {"apiGroups": ["mixpaneldsr.io"], "resources": ["datasubjectrequests"]}
+        items.append(
+            {
+                "apiVersion": rbac,
+                "kind": "Role",
+                "metadata": {"name": role, "namespace": ns},
+                "rules": [{**rule, "verbs": allowed}],
+            }
+        )
+    for role, user in (("requester", "alice"), ("requester", "carol"), ("approver", "bob")):
+        items.append(
+            {
+                "apiVersion": rbac,
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{role}-{user}", "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+                "subjects": [{"kind": "User", "name": user}],
+            }
+        )
+    kube.apply({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def test_four_eyes_an_erasure_waits_for_someone_else_to_approve_it(
+    scenario: Scenario, kube: Kube
+) -> None:
+    ns = scenario.namespace
+    token = scenario.project(approval={})
+    _people(kube, ns)
+    manifest = scenario.request_manifest("erase-alice", ["approval-1"], requestedBy="alice")
+    # Naming someone else as the requester is refused at admission.
+    forged = {**manifest, "spec": {**manifest["spec"], "requestedBy": "bob"}}
+    refused = kube.run("create", "-f", "-", "--as=alice", input=json.dumps(forged), check=False)
+    assert refused.returncode != 0
+    assert "spec.requestedBy must be your own user name (alice)" in refused.stderr
+    kube.run("create", "-f", "-", "--as=alice", input=json.dumps(manifest))
+    wait_until(lambda: scenario.phase("erase-alice") == "AwaitingApproval", what="AwaitingApproval")
+    ready = scenario.condition("erase-alice", "Ready")
+    assert ready is not None
+    assert ready["reason"] == "AwaitingApproval"
+    assert "requested by alice" in ready["message"]
+    assert "AwaitingApproval" in scenario.event_reasons("erase-alice")
+    # A retrieval needs no approval here (spec.approval.requiredFor defaults to Deletion).
+    scenario.request("export", ["approval-2"], type="Retrieval")
+    wait_until(lambda: scenario.phase("export") == "Succeeded", what="the retrieval")
+    time.sleep(3)
+    assert "approval-1" not in scenario.sandbox.ids(token)  # nothing sent while unapproved
+
+    def approve(user: str, as_user: str) -> str:
+        patch = json.dumps({"spec": {"approvedBy": user}})
+        args = ["patch", "dsr", "erase-alice", "-n", ns, "--type=merge", "-p", patch]
+        result = kube.run(*args, f"--as={as_user}", check=False)
+        return "" if result.returncode == 0 else result.stderr
+
+    assert "another person than spec.requestedBy" in approve("alice", "alice")
+    assert "may not approve" in approve("carol", "carol")
+    assert "your own user name (bob)" in approve("alice", "bob")
+    assert approve("bob", "bob") == ""
+    wait_until(lambda: scenario.phase("erase-alice") == "Succeeded", what="approved erasure")
+    approval = scenario.dsr("erase-alice")["status"]["approval"]
+    assert (approval["requestedBy"], approval["approvedBy"]) == ("alice", "bob")
+    assert approval["approvedAt"]
+    approved = [e for e in scenario.events("erase-alice") if e["reason"] == "Approved"]
+    assert approved
+    assert "approved by bob (requested by alice)" in approved[0]["message"]
+    # Once given, an approval cannot be taken back or handed to someone else.
+    dave = '{"spec":{"approvedBy":"dave"}}'
+    edited = kube.run(
+        "patch", "dsr", "erase-alice", "-n", ns, "--type=merge", "-p", dave, check=False
+    )
+    assert edited.returncode != 0
+    assert "spec.approvedBy cannot be changed" in edited.stderr
+
+
+def test_without_a_requester_an_erasure_needing_approval_stalls(scenario: Scenario) -> None:
+    token = scenario.project(approval={"requiredFor": ["Deletion", "Retrieval"]})
+    scenario.request("anonymous", ["approval-3"])
+    stalled = wait_until(lambda: scenario.condition("anonymous", "Stalled"), what="Stalled")
+    assert stalled["reason"] == "RequesterUnknown"
+    assert "spec.requestedBy" in stalled["message"]
+    assert scenario.sandbox.ids(token) == {}

@@ -132,6 +132,10 @@ class MemoryKube:
         self.steps.tick(f"get project {name}")
         return copy.deepcopy(self.projects.get((kind, namespace, name)))
 
+    async def policy_bound(self, name: str) -> bool:
+        self.steps.tick(f"get policy binding {name}")
+        return True
+
     async def namespace_labels(self, name: str) -> dict[str, str] | None:
         self.steps.tick(f"get namespace {name}")
         return {"kubernetes.io/metadata.name": name}

@@ -112,6 +112,11 @@ app.kubernetes.io/part-of: mixpanel-dsr-operator
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get]
+# Approvals are trusted only while the admission policy that checks them is bound.
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [validatingadmissionpolicybindings]
+  resourceNames: [datasubjectrequest-approval.mixpaneldsr.io]
+  verbs: [get]
 # kopf notices CRDs being installed or removed while it runs.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

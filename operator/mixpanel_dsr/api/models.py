@@ -230,6 +230,13 @@ class MixpanelProjectSpec(Model):
         description="How many retrieval tasks may be outstanding at once; more are queued "
         "(Mixpanel limits outstanding retrieval scans per project).",
     )
+    approval: ApprovalPolicy | None = Field(
+        default=None,
+        description="Four-eyes approval: a request of the listed types waits (phase "
+        "AwaitingApproval) until someone other than spec.requestedBy sets spec.approvedBy. "
+        "The admission policy shipped in crds/ checks who sets them and that the approver "
+        "may approve (RBAC verb approve on datasubjectrequests).",
+    )
     api_base_url: str | None = Field(
         default=None,
         alias="apiBaseURL",
@@ -242,6 +249,24 @@ class MixpanelProjectSpec(Model):
                 "spec.apiBaseURL must be an absolute http or https URL",
             )
         ),
+    )
+
+
+class RequestType(StrEnum):
+    DELETION = "Deletion"
+    RETRIEVAL = "Retrieval"
+
+
+class ApprovalPolicy(Model):
+    """Four-eyes approval: requests of these types wait until another person approves them."""
+
+    required_for: list[RequestType] = Field(
+        default_factory=lambda: [RequestType.DELETION],
+        min_length=1,
+        max_length=2,
+        description="The request types that need a second person's approval before anything "
+        "is sent to Mixpanel (default Deletion).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
 
@@ -333,13 +358,9 @@ class ClusterMixpanelProject(Model):
 # --------------------------------------------------------------------------- requests
 
 
-class RequestType(StrEnum):
-    DELETION = "Deletion"
-    RETRIEVAL = "Retrieval"
-
-
 class Phase(StrEnum):
     PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
     QUEUED = "Queued"
     SUBMITTED = "Submitted"
     IN_PROGRESS = "InProgress"
@@ -427,6 +448,14 @@ class DataSubjectRequestSpec(Model):
             immutable("distinctIds", optional=True),
             immutable("distinctIdsFrom", optional=True),
             immutable("receivedAt", optional=True),
+            immutable("requestedBy", optional=True),
+            cel(
+                "!has(oldSelf.approvedBy) || "
+                "(has(self.approvedBy) && self.approvedBy == oldSelf.approvedBy)",
+                "spec.approvedBy cannot be changed or removed once set",
+                ".approvedBy",
+                "FieldValueForbidden",
+            ),
             cel(
                 "!self.dryRun || oldSelf.dryRun",
                 "spec.dryRun can be switched off to carry out the request, never switched on",
@@ -497,6 +526,20 @@ class DataSubjectRequestSpec(Model):
         default=False,
         description="Plan the Mixpanel tasks and show them in status without calling Mixpanel.",
     )
+    requested_by: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Who asks: the user name of whoever creates the request (the admission "
+        "policy refuses any other). Needed where the project requires approval.",
+    )
+    approved_by: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Who approved: set by the approver, naming themselves, once; never the "
+        "requester (checked at admission). Only where the project requires approval.",
+    )
 
 
 class TaskPhase(StrEnum):
@@ -555,6 +598,16 @@ class LocalObjectReference(Model):
     name: str = Field(description="Name of the object.", max_length=253)
 
 
+class ApprovalRecord(Model):
+    """The four-eyes trail of a request."""
+
+    requested_by: str | None = Field(default=None, max_length=256, description="Who asked.")
+    approved_by: str | None = Field(default=None, max_length=256, description="Who approved.")
+    approved_at: datetime | None = Field(
+        default=None, description="When the operator first saw the approval."
+    )
+
+
 class DataSubjectRequestStatus(Model):
     """Observed progress of the request."""
 
@@ -563,7 +616,8 @@ class DataSubjectRequestStatus(Model):
     )
     phase: Phase | None = Field(
         default=None,
-        description="Pending, Queued, Submitted, InProgress, Succeeded, Failed or Cancelled.",
+        description="Pending, AwaitingApproval, Queued, Submitted, InProgress, Succeeded, Failed "
+        "or Cancelled.",
     )
     conditions: ConditionList | None = None
     ids_total: int | None = Field(default=None, ge=0, description="Distinct ids in the request.")
@@ -602,6 +656,9 @@ class DataSubjectRequestStatus(Model):
     )
     completion_time: datetime | None = Field(
         default=None, description="When the request reached Succeeded, Failed or Cancelled."
+    )
+    approval: ApprovalRecord | None = Field(
+        default=None, description="Who asked and who approved, where approval is required."
     )
 
 

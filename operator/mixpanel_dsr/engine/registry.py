@@ -13,6 +13,7 @@ import httpx
 
 from mixpanel_dsr import metrics
 from mixpanel_dsr.api.models import (
+    ApprovalRecord,
     ClusterMixpanelProject,
     DataSubjectRequest,
     DataSubjectRequestStatus,
@@ -33,7 +34,7 @@ from mixpanel_dsr.engine.state import (
 from mixpanel_dsr.kube import SecretProblem
 from mixpanel_dsr.ledger import Coverage, Policy, Waiting, cover, plan
 from mixpanel_dsr.planning import InvalidIdsError, keyed_digest, parse_id_list
-from mixpanel_dsr.progress import Blocker, compose_status
+from mixpanel_dsr.progress import AWAITING_APPROVAL, Blocker, compose_status
 from mixpanel_dsr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,32 @@ class Engine:
             return Blocker("ProjectNotReady", f"{kind} {name}: {project.problem.message}")
         return None
 
+    def approval_blocker(self, request: Request) -> Blocker | None:
+        """Four-eyes approval: where the project requires it, nothing is sent for the request
+        until someone other than its requester approved it."""
+        project = self.projects.get(request.project)
+        policy = project.spec.approval if project and project.spec else None
+        if policy is None or request.spec.type not in policy.required_for:
+            return None
+        name = request.name
+        if not request.spec.requested_by:
+            return Blocker(
+                "RequesterUnknown",
+                f"project {request.project[2]} requires approval, and approval needs "
+                "spec.requestedBy (your user name, checked at admission); create the request "
+                "again with it",
+            )
+        if not request.spec.approved_by:
+            return Blocker(
+                AWAITING_APPROVAL,
+                f"requested by {request.spec.requested_by}; someone else who may approve sets "
+                f"spec.approvedBy to their own user name: kubectl patch dsr {name} -n "
+                f"{request.namespace} --type=merge -p "
+                '\'{"spec":{"approvedBy":"<your user name>"}}\'',
+                transient=True,
+            )
+        return None
+
     def requests_of(self, project: Project) -> list[Request]:
         return [self.requests[k] for k in project.members if k in self.requests]
 
@@ -346,6 +373,8 @@ class Engine:
                 return
             coverage = _carried(before)
         dry_run = request.spec.dry_run
+        approval = self.approval_blocker(request)
+        blocker = request.blocker or self.project_blocker(request) or approval
         after = compose_status(
             before,
             generation=request.generation,
@@ -355,14 +384,17 @@ class Engine:
             deadline=self.deadline_of(request),
             now=self.wall(),
             at_risk_margin=self.settings.deadline_margin,
-            blocker=request.blocker or self.project_blocker(request),
+            blocker=blocker,
         )
-        after = after.model_copy(update={"ids_digest": before.ids_digest})
+        after = after.model_copy(
+            update={"ids_digest": before.ids_digest, "approval": self._approval_record(request)}
+        )
         waits = (
             request.ids is not None
             and bool(coverage.pending)
             and not dry_run
             and request.blocker is None
+            and approval is None
         )
         if waits:
             if request.key not in project.waiting:
@@ -381,6 +413,17 @@ class Engine:
         await self._announce(request, before, after)
         if after.phase in FINISHED:
             self._retire(project, request)
+
+    def _approval_record(self, request: Request) -> ApprovalRecord | None:
+        spec, before = request.spec, request.status.approval
+        if not spec.requested_by and not spec.approved_by:
+            return before
+        approved_at = before.approved_at if before else None
+        if spec.approved_by and approved_at is None:
+            approved_at = self.wall()
+        return ApprovalRecord(
+            requested_by=spec.requested_by, approved_by=spec.approved_by, approved_at=approved_at
+        )
 
     def _retire(self, project: Project, request: Request) -> None:
         """A finished request leaves the working set: nothing more is read or tallied."""
@@ -402,9 +445,21 @@ class Engine:
     async def _announce(
         self, request: Request, before: DataSubjectRequestStatus, after: DataSubjectRequestStatus
     ) -> None:
+        if (
+            after.approval
+            and after.approval.approved_by
+            and not (before.approval and before.approval.approved_by)
+        ):
+            await self.event(
+                request, "Approved",
+                f"approved by {after.approval.approved_by} (requested by "
+                f"{after.approval.requested_by})",
+            )  # fmt: skip
         if after.phase != before.phase and after.phase is not None:
             ready = get_condition(after.conditions, "Ready")
             message = ready.message if ready else after.phase.value
+            if after.phase is Phase.AWAITING_APPROVAL:
+                await self.event(request, AWAITING_APPROVAL, message)
             if after.phase in FINISHED:
                 warning = after.phase is not Phase.SUCCEEDED
                 await self.event(request, after.phase.value, message, warning=warning)

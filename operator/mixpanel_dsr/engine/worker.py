@@ -303,6 +303,8 @@ async def resolve(engine: Engine, project: Project) -> None:
         project.dirty.add(key)
 
 
+#: The admission policy binding that makes spec.requestedBy and spec.approvedBy trustworthy.
+APPROVAL_POLICY = "datasubjectrequest-approval.mixpaneldsr.io"
 #: How long a namespace's labels are trusted before they are read again.
 NAMESPACE_LABELS_SECONDS = 60.0
 _NOT_SELECTED = "NamespaceNotSelected"
@@ -886,6 +888,20 @@ async def verify(engine: Engine, project: Project) -> None:
     assert spec is not None
     if _url_refused(engine, project):
         return
+    if spec.approval is not None:
+        try:
+            bound = await engine.kube.policy_bound(APPROVAL_POLICY)
+        except Exception as err:
+            log.warning("approval policy binding: %s", _kube_brief(err))
+            bound = False
+        if not bound:
+            _not_ready(
+                engine, project, "ApprovalPolicyMissing",
+                f"spec.approval is set, but the ValidatingAdmissionPolicyBinding {APPROVAL_POLICY} "
+                "(installed with crds/ and the chart) is missing or unreadable: without it "
+                "spec.requestedBy and spec.approvedBy cannot be trusted",
+            )  # fmt: skip
+            return
     namespace = project.key[1] or engine.settings.operator_namespace
     ref = spec.credentials_secret_ref
     try:
