@@ -137,8 +137,14 @@ def _newest_first_segments(slices: Sequence[Slice]) -> list[tuple[Range, Slice]]
     return segments
 
 
-def cover(total: int, slices: Sequence[Slice], policy: Policy) -> Coverage:
-    """Where each of a request's ``total`` ids stands, from the slices of tasks holding them."""
+def cover(
+    total: int, slices: Sequence[Slice], policy: Policy, *, retried_at: datetime | None = None
+) -> Coverage:
+    """Where each of a request's ``total`` ids stands, from the slices of tasks holding them.
+
+    ``retried_at``: a person asked to retry the request's failed ids then; ids whose task
+    ended Failed (attempts spent) or Lost before it are sent again, alone, from attempt 1.
+    """
     result = Coverage(total=total)
     segments = _newest_first_segments(slices)
     for rng, s in segments:
@@ -167,12 +173,17 @@ def cover(total: int, slices: Sequence[Slice], policy: Policy) -> Coverage:
                 )
             elif member.attempt < policy.max_attempts:
                 result.pending.append(PendingSlice(rng, member.attempt + 1, task.name, task.name))
+            elif _retried(task, retried_at):
+                result.pending.append(PendingSlice(rng, 1, task.name, task.name))
             else:
                 result.failed += size
                 result.failure_message = task.status.message or "Mixpanel reported FAILURE"
         elif phase is TaskPhase.LOST:
-            result.failed += size
-            result.failure_message = task.status.message or "the create call was never answered"
+            if _retried(task, retried_at):
+                result.pending.append(PendingSlice(rng, 1, task.name, task.name))
+            else:
+                result.failed += size
+                result.failure_message = task.status.message or "the create call was never answered"
     covered = [rng for rng, _ in segments]
     result.pending += [PendingSlice(gap) for gap in uncovered(total, covered)]
     result.pending.sort(key=lambda p: p.range)
@@ -190,6 +201,11 @@ def cover(total: int, slices: Sequence[Slice], policy: Policy) -> Coverage:
         for s in sorted(slices, key=lambda s: (s.task.spec.sequence, s.range.start))
     ]
     return result
+
+
+def _retried(task: Task, retried_at: datetime | None) -> bool:
+    done = task.status.completion_time
+    return retried_at is not None and done is not None and done <= retried_at
 
 
 # ---------------------------------------------------------------------- planning

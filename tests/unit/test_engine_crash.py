@@ -257,3 +257,27 @@ async def test_finished_tasks_are_removed_after_retention_only_when_their_reques
     left = [t["spec"]["members"][0]["name"] for t in world.kube.tasks.values()]
     assert left == ["late"]
     assert world.kube.phase(NS, "late") == "Submitted"
+
+
+async def test_a_retry_annotation_sends_a_failed_requests_failed_ids_again() -> None:
+    world = World(bad=["person-1"])
+    asked = build(world, 3)
+    await world.boot()
+    await world.run(900)
+    assert world.kube.phase(NS, "r1") == "Failed"
+    creates = len(world.mixpanel.creates)
+    # Mixpanel has fixed whatever made the id fail; a person asks to retry.
+    world.mixpanel.bad.clear()
+    body = world.kube.requests[(NS, "r1")]
+    body["metadata"]["annotations"] = {"mixpaneldsr.io/retry": "2026-12-01T10:00:00Z"}
+    await world.deliver(body)
+    await world.run(900)
+    check_invariants(world, asked)
+    status = world.kube.requests[(NS, "r1")]["status"]
+    assert status["lastRetry"]["token"] == "2026-12-01T10:00:00Z"
+    assert world.mixpanel.creates[creates:] == [("person-1",)]
+    assert ("r1", "Retrying") in [(n, r) for n, r, _ in world.kube.events]
+    # The same value again changes nothing.
+    await world.deliver(world.kube.requests[(NS, "r1")])
+    await world.run(30, until_finished=False)
+    assert len(world.mixpanel.creates) == creates + 1

@@ -608,6 +608,13 @@ class ApprovalRecord(Model):
     )
 
 
+class RetryRecord(Model):
+    """The last retry asked for with the annotation mixpaneldsr.io/retry."""
+
+    token: str = Field(max_length=256, description="The annotation's value that was honoured.")
+    at: datetime = Field(description="When the operator honoured it.")
+
+
 class DataSubjectRequestStatus(Model):
     """Observed progress of the request."""
 
@@ -659,6 +666,11 @@ class DataSubjectRequestStatus(Model):
     )
     approval: ApprovalRecord | None = Field(
         default=None, description="Who asked and who approved, where approval is required."
+    )
+    last_retry: RetryRecord | None = Field(
+        default=None,
+        description="The last retry of failed ids (a new value of the annotation "
+        "mixpaneldsr.io/retry): ids whose tasks failed before it are sent again.",
     )
 
 

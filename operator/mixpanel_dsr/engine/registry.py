@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from mixpanel_dsr import metrics
+from mixpanel_dsr.api import GROUP
 from mixpanel_dsr.api.models import (
     ApprovalRecord,
     ClusterMixpanelProject,
@@ -19,6 +20,7 @@ from mixpanel_dsr.api.models import (
     DataSubjectRequestStatus,
     MixpanelProject,
     Phase,
+    RetryRecord,
 )
 from mixpanel_dsr.conditions import get_condition
 from mixpanel_dsr.deadlines import deadline
@@ -38,6 +40,9 @@ from mixpanel_dsr.progress import AWAITING_APPROVAL, Blocker, compose_status
 from mixpanel_dsr.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: A new value of this annotation retries a Failed request's failed ids (kubectl dsr retry).
+RETRY_ANNOTATION = f"{GROUP}/retry"
 
 Worker = Callable[["Engine", Project], Coroutine[Any, Any, None]]
 
@@ -238,8 +243,14 @@ class Engine:
         meta = body["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         generation = meta.get("generation")
+        retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION)
         existing = self.requests.get(key)
         if existing and existing.uid == meta["uid"]:
+            if retry != existing.retry_token:
+                existing.retry_token = retry
+                project = self.project(existing.project)
+                project.dirty.add(key)
+                project.wake.set()
             if existing.generation == generation:
                 return
             parsed = DataSubjectRequest.model_validate(body)
@@ -251,12 +262,23 @@ class Engine:
             project.wake.set()
             return
         done = self.finished.get(key)
+        revive = False
         if done and done.uid == meta["uid"]:
             done.ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
-            return
+            if not (retry and retry != done.retried and done.phase is Phase.FAILED):
+                return
+            del self.finished[key]  # a person asked to retry its failed ids
+            revive = True
         parsed = DataSubjectRequest.model_validate(body)
         status = parsed.status or DataSubjectRequestStatus()
-        if status.phase in FINISHED and status.observed_generation == generation:
+        retried = status.last_retry.token if status.last_retry else None
+        retry_asked = bool(retry) and retry != retried and status.phase is Phase.FAILED
+        if (
+            status.phase in FINISHED
+            and status.observed_generation == generation
+            and not retry_asked
+            and not revive
+        ):
             # Finished requests cost nothing: no ids read, no tally, no status write.
             self.finished[key] = Finished(
                 namespace=meta["namespace"],
@@ -266,6 +288,7 @@ class Engine:
                 completion_time=status.completion_time,
                 ttl=parsed.spec.ttl_seconds_after_finished,
                 result_secret=status.result_secret_ref.name if status.result_secret_ref else None,
+                retried=retried,
             )
             return
         request = Request(
@@ -281,6 +304,7 @@ class Engine:
                 parsed.spec.project_ref.kind, meta["namespace"], parsed.spec.project_ref.name
             ),
             waiting_since=self.clock(),
+            retry_token=retry,
         )
         self.requests[key] = request
         project = self.project(request.project)
@@ -345,8 +369,12 @@ class Engine:
         if request.ids is None or not project.ledger_loaded:
             return None
         if request.coverage is None:
+            retried = request.status.last_retry
             request.coverage = cover(
-                len(request.ids), project.slices.get(request.uid, []), self.policy
+                len(request.ids),
+                project.slices.get(request.uid, []),
+                self.policy,
+                retried_at=retried.at if retried else None,
             )
         return request.coverage
 
@@ -365,6 +393,7 @@ class Engine:
     async def commit(self, project: Project, request: Request) -> None:
         """Recompute the request's status and write it if what a person sees changed."""
         before = request.status
+        retrying = self._take_retry(request)
         coverage = self.coverage_of(project, request)
         if coverage is None:
             # Not derived yet (ids not read, ledger not loaded: just after a start). Write
@@ -387,7 +416,11 @@ class Engine:
             blocker=blocker,
         )
         after = after.model_copy(
-            update={"ids_digest": before.ids_digest, "approval": self._approval_record(request)}
+            update={
+                "ids_digest": before.ids_digest,
+                "approval": self._approval_record(request),
+                "last_retry": request.status.last_retry,
+            }
         )
         waits = (
             request.ids is not None
@@ -405,6 +438,12 @@ class Engine:
         if after.to_wire() == before.to_wire():
             return
         request.status = after
+        if retrying:
+            await self.event(
+                request, "Retrying",
+                f"retry {retrying} asked (annotation {RETRY_ANNOTATION}): failed ids are "
+                "sent again",
+            )  # fmt: skip
         written = await self.kube.patch_status(
             "DataSubjectRequest", request.namespace, request.name, after.to_wire()
         )
@@ -413,6 +452,18 @@ class Engine:
         await self._announce(request, before, after)
         if after.phase in FINISHED:
             self._retire(project, request)
+
+    def _take_retry(self, request: Request) -> str | None:
+        """A new value of the retry annotation: failed ids before now are sent again."""
+        token = request.retry_token
+        last = request.status.last_retry
+        if not token or (last is not None and last.token == token):
+            return None
+        request.status = request.status.model_copy(
+            update={"last_retry": RetryRecord(token=token[:256], at=self.wall())}
+        )
+        request.coverage = None
+        return token
 
     def _approval_record(self, request: Request) -> ApprovalRecord | None:
         spec, before = request.spec, request.status.approval
@@ -439,6 +490,7 @@ class Engine:
             completion_time=status.completion_time,
             ttl=request.spec.ttl_seconds_after_finished,
             result_secret=status.result_secret_ref.name if status.result_secret_ref else None,
+            retried=status.last_retry.token if status.last_retry else None,
         )
         project.alive.add(request.uid)
 

@@ -55,6 +55,8 @@ class Request:
     waiting_since: float | None = None
     #: Monotonic time before which an unreadable ids Secret is not read again.
     next_resolve: float = 0.0
+    #: The value of the annotation mixpaneldsr.io/retry as last seen.
+    retry_token: str | None = None
 
     @property
     def is_deletion(self) -> bool:
@@ -88,6 +90,8 @@ class Finished:
     completion_time: datetime | None
     ttl: int | None
     result_secret: str | None
+    #: The retry annotation's value as last honoured (a new one brings a Failed request back).
+    retried: str | None = None
 
 
 @dataclass
