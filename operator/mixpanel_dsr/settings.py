@@ -10,12 +10,17 @@ from urllib.parse import urlsplit
 
 from mixpanel_dsr.mixpanel.types import REGION_BASE_URLS, Region
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Go's time.ParseDuration units (what the CRDs' duration fields admit), and d for flags.
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|μs|ms|s|m|h|d)")
+_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 0.001, "s": 1, "m": 60, "h": 3600,
+    "d": 86400,
+}  # fmt: skip
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration like ``1500ms``, ``30s``, ``6h``, ``1h30m`` or a plain number."""
+    """Seconds in a duration like ``1500ms``, ``30s``, ``6h``, ``1h30m``, ``1500000us`` (Go's
+    grammar, as the CRDs admit it; ``d`` too, for flags) or a plain number."""
     text = text.strip()
     try:
         return float(text)

@@ -79,7 +79,8 @@ def test_get_dsr_shows_printer_columns(kube: Kube, namespace: str) -> None:
     lines = kube.run("get", "dsr", "-n", namespace).stdout.splitlines()
     assert lines[0].split() == ["NAME", "TYPE", "PROJECT", "PHASE", "DONE", "DEADLINE", "AGE"]
     row = lines[1].split()
-    assert row[:5] == ["cols", "Deletion", "web", "InProgress", "1/2"]
+    assert row[:6] == ["cols", "Deletion", "web", "InProgress", "1/2", "2026-12-28T09:00:00Z"]
+    assert "<invalid>" not in lines[1]
     wide = kube.run("get", "dsr", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-2:] == ["COMPLIANCE", "READY"]
     # The same object answers to its short name and to the privacy category, across namespaces.

@@ -19,10 +19,16 @@ from mixpanel_dsr.settings import parse_duration, parse_region_urls
         ("1h30m", 5400),
         ("2", 2),
         ("1d", 86400),
+        # Everything a CRD's Go-duration field admits parses the same here.
+        ("1500000us", 1.5),
+        ("1500000µs", 1.5),
+        ("1200000000ns", 1.2),
+        ("1.5s", 1.5),
+        ("1h0m0.5s", 3600.5),
     ],
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "fast", "5x", "1h 30m", "-1s"])

@@ -112,7 +112,8 @@ _PROJECT_COLUMNS = [
     _column("Region", ".spec.region"),
     _column("Ready", '.status.conditions[?(@.type=="Ready")].status'),
     _column("Reason", '.status.conditions[?(@.type=="Ready")].reason'),
-    _column("Token Expires", ".status.tokenExpiresAt", "date"),
+    # A time as written (a `date` column prints any future time as <invalid>).
+    _column("Token Expires", ".status.tokenExpiresAt"),
     _column("Age", ".metadata.creationTimestamp", "date"),
 ]
 
@@ -121,7 +122,7 @@ _DSR_COLUMNS = [
     _column("Project", ".spec.projectRef.name"),
     _column("Phase", ".status.phase"),
     _column("Done", ".status.progress", description="Ids done/total"),
-    _column("Deadline", ".status.deadline", "date"),
+    _column("Deadline", ".status.deadline"),
     _column("Age", ".metadata.creationTimestamp", "date"),
     _column("Compliance", ".spec.complianceType", priority=1),
     _column("Ready", '.status.conditions[?(@.type=="Ready")].reason', priority=1),
