@@ -55,7 +55,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.inactivity_timeout = 600
     operator_settings: Settings = memo["settings"]
-    kube = Kube(events_namespace=operator_settings.operator_namespace)
+    kube = Kube()
     engine = Engine(operator_settings, kube, worker=run_worker)
     engine.key = await _installation_key(kube, operator_settings)
     engine.start()

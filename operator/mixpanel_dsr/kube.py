@@ -54,11 +54,7 @@ def load_config() -> None:
 class Kube:
     """Async wrappers over the synchronous kubernetes client."""
 
-    def __init__(
-        self, api_client: client.ApiClient | None = None, *, events_namespace: str = "default"
-    ) -> None:
-        #: Where Events about cluster-scoped objects go (the operator's namespace).
-        self.events_namespace = events_namespace
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self._api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self._api)
         self.custom = client.CustomObjectsApi(self._api)
@@ -308,7 +304,9 @@ class Kube:
     ) -> None:
         """Record a core/v1 Event about ``obj``. Failures are logged, never raised."""
         meta = obj["metadata"]
-        namespace = meta.get("namespace") or self.events_namespace
+        # An Event about a cluster-scoped object (a ClusterMixpanelProject) must live in
+        # "default", as client-go puts it; the API server refuses any other with 422.
+        namespace = meta.get("namespace") or "default"
         now = datetime.now(UTC)
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),

@@ -519,6 +519,23 @@ def test_rbac_is_enough_to_carry_requests_to_succeeded(
             "distinctIds": ["shopper-1"],
         },
     }
+    # A retrieval whose ids span 3 Mixpanel tasks (one id per task): 3 MixpanelTasks beside
+    # the project, their links added one by one to the request's export Secret.
+    split_project = {
+        **project,
+        "metadata": {"name": "web-split", "namespace": w},
+        "spec": {**project["spec"], "maxIdsPerRequest": 1},
+    }
+    export_split = {
+        "apiVersion": "mixpaneldsr.io/v1alpha1",
+        "kind": "DataSubjectRequest",
+        "metadata": {"name": "export-split", "namespace": w},
+        "spec": {
+            "projectRef": {"name": "web-split"},
+            "type": "Retrieval",
+            "distinctIds": ["reader-1", "reader-2", "reader-3"],
+        },
+    }
     _apply(
         plane,
         _secret("web-gdpr", w, {"token": "demo-oauth-us"}),
@@ -526,8 +543,10 @@ def test_rbac_is_enough_to_carry_requests_to_succeeded(
         _secret("shop-gdpr", s.ops, {"token": "demo-oauth-in"}),
         project,
         cluster_project,
+        split_project,
         erase,
         export,
+        export_split,
     )
     deployment = json.loads(
         plane.kubectl("get", "deployment", s.fullname, "-n", s.ops, "-o", "json").stdout
@@ -550,15 +569,38 @@ def test_rbac_is_enough_to_carry_requests_to_succeeded(
             plane.kubectl("get", "secret", secret_name, "-n", w, "-o", "json").stdout
         )
         assert secret["metadata"]["ownerReferences"][0]["name"] == "export"
+        wait_until(
+            lambda: phase(plane, w, "export-split") == "Succeeded", 60, "the 3-task retrieval"
+        )
+        split = json.loads(
+            plane.kubectl("get", "dsr", "export-split", "-n", w, "-o", "json").stdout
+        )["status"]
+        tasks = json.loads(
+            plane.kubectl(
+                "get", "mpt", "-n", w, "-l", "mixpaneldsr.io/project=web-split", "-o", "json"
+            ).stdout
+        )["items"]  # fmt: skip
+        links = json.loads(
+            plane.kubectl(
+                "get", "secret", split["resultSecretRef"]["name"], "-n", w, "-o", "json"
+            ).stdout
+        )["data"]  # fmt: skip
         lease = json.loads(
             plane.kubectl("get", "lease", s.fullname, "-n", s.ops, "-o", "json").stdout
         )
         assert lease["spec"]["holderIdentity"] == "chart-test-0"
+    tracking = {t["trackingId"] for t in split["tasks"]}
+    assert len(split["tasks"]) == len(tracking) == 3, split["tasks"]
+    assert {t["status"]["trackingId"] for t in tasks} == tracking
+    assert {t["status"]["phase"] for t in tasks} == {"Succeeded"}
+    # One link-<trackingId> key per task. (Also a bare "link": written when the first task
+    # succeeded and was then the request's only one; it holds that part only.)
+    assert {k for k in links if k.startswith("link-")} == {f"link-{t}" for t in tracking}
     text = log.read_text()
     for sign in ("403", "Forbidden", "Not enough permissions"):
         assert sign not in text, text[-3000:]
     events = json.loads(plane.kubectl("get", "events", "-n", w, "-o", "json").stdout)["items"]
-    assert {e["involvedObject"]["name"] for e in events} >= {"export"}
+    assert {e["involvedObject"]["name"] for e in events} >= {"export", "export-split"}
 
 
 def test_two_replicas_one_works_and_the_other_takes_over(

@@ -771,9 +771,9 @@ async def _store_export(engine: Engine, project: Project, task: LiveTask, link: 
     name = f"{request.name}-export"[:253]
     tracking_id = task.status.tracking_id
     data = {f"link-{tracking_id}": link}
-    tasks = {s.task.status.tracking_id for s in project.slices.get(request.uid, [])}
-    if len(tasks) == 1:
-        data["link"] = link
+    assert project.spec is not None
+    if len(request.ids or ()) <= project.spec.max_ids_per_request:
+        data["link"] = link  # the request's one export (its ids fit in one task)
     await engine.kube.put_owned_secret(
         request.ref(), name, data, labels={"app.kubernetes.io/managed-by": "mixpanel-dsr-operator"}
     )
