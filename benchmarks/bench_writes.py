@@ -56,7 +56,6 @@ from tests.e2e.conftest import Scenario
 from tests.e2e.operator_harness import FAST_FLAGS, Operator, Sandbox, wait_until, workdir
 
 from mixpanel_dsr.localcluster import Binaries, ControlPlane, ensure_binaries
-from mixpanel_dsr.localcluster.controlplane import free_port
 
 DEFAULT_BASELINE = "8f63f54"
 NAMESPACE = "bench"
@@ -269,23 +268,6 @@ class EngineOperator(Operator):
     def __init__(self, engine: Engine, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, env=engine.env(), **kwargs)
         self.flags = engine.flags()
-
-    def start(self) -> None:
-        self.metrics_port, self.health_port = free_port(), free_port()
-        urls = ",".join(f"{r}={u}" for r, u in sorted(self.region_urls.items()))
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "mixpanel_dsr.cli", "run", *self.scope,
-                    "--mixpanel-region-urls", urls,
-                    "--metrics-port", str(self.metrics_port),
-                    "--health-port", str(self.health_port),
-                    *self.flags, *self.extra,
-                ],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
-        wait_until(self.healthy, timeout=60, what="operator liveness endpoint")
 
 
 @contextmanager

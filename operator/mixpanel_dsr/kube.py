@@ -278,20 +278,17 @@ class Kube:
         return cast(dict[str, Any], made)
 
     async def delete_task(self, namespace: str, name: str) -> None:
-        try:
-            await self._run(
-                self.custom.delete_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURALS["MixpanelTask"], name,
-            )  # fmt: skip
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        await self._delete("MixpanelTask", namespace, name)
 
     async def delete_request(self, namespace: str, name: str) -> None:
+        await self._delete("DataSubjectRequest", namespace, name)
+
+    async def _delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete one of the group's namespaced objects; gone already is fine."""
         try:
             await self._run(
                 self.custom.delete_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURALS["DataSubjectRequest"], name,
+                GROUP, VERSION, namespace, PLURALS[kind], name,
             )  # fmt: skip
         except ApiException as err:
             if err.status != 404:

@@ -148,6 +148,8 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.health_port = 0
+        #: The pace flags (another engine's, in the benchmarks).
+        self.flags = list(FAST_FLAGS)
 
     def start(self) -> None:
         self.metrics_port, self.health_port = free_port(), free_port()
@@ -160,7 +162,7 @@ class Operator:
                     "--mixpanel-region-urls", urls,
                     "--metrics-port", str(self.metrics_port),
                     "--health-port", str(self.health_port),
-                    *FAST_FLAGS, *self.extra,
+                    *self.flags, *self.extra,
                 ],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
