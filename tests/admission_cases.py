@@ -221,6 +221,41 @@ CASES: list[Case] = [
         project("ClusterMixpanelProject", token=DROP),
         ("spec.token", "Required value"),
     ),
+    # ---- from the hostile-input corpus (tests/hostile_cases.py)
+    Case("dsr-null-id", dsr(distinctIds=[None]), ("spec.distinctIds[0]", "must be of type string")),
+    Case(
+        "dsr-nested-id-list",
+        dsr(distinctIds=[["u-1"]]),
+        ("spec.distinctIds[0]", "must be of type string"),
+    ),
+    Case(
+        "dsr-ids-empty-object", dsr(distinctIds={}), ("spec.distinctIds", "must be of type array")
+    ),
+    Case(
+        "dsr-id-too-long-in-characters",
+        dsr(distinctIds=["\U0001f642" * 256]),
+        ("spec.distinctIds[0]", "may not be more than 255"),
+    ),
+    Case(
+        "dsr-unicode-blank-id",
+        dsr(distinctIds=["u-1", "\u3000"]),
+        ("spec.distinctIds[1]", "must not be blank"),
+        False,
+    ),
+    Case("dsr-lowercase-type", dsr(type="deletion"), ("spec.type", "Unsupported value")),
+    Case("mpp-lowercase-region", project(region="eu"), ("spec.region", "Unsupported value")),
+    Case(
+        "mpp-request-interval-in-us-too-short",
+        project(requestInterval="99999us"),
+        ("spec.requestInterval", "between 100ms and 1h"),
+        False,
+    ),
+    Case(
+        "mpp-api-base-url-relative",
+        project(apiBaseURL="/api/app"),
+        ("spec.apiBaseURL", "absolute http or https URL"),
+        False,
+    ),
 ]
 
 

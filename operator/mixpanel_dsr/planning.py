@@ -29,7 +29,8 @@ def parse_id_list(text: str) -> list[str]:
     Surrounding whitespace and blank lines are ignored; repeated ids are kept
     once, in first-seen order (see :func:`distinct`).
     """
-    stripped = text.strip()
+    # A byte order mark (editors on Windows write one) is not part of the first id.
+    stripped = text.removeprefix("\ufeff").strip()
     if not stripped:
         raise InvalidIdsError("the Secret key holds no distinct ids")
     if stripped.startswith("["):
@@ -44,7 +45,9 @@ def parse_id_list(text: str) -> list[str]:
         if blank:
             raise InvalidIdsError(f"blank distinct id at array index {blank[0]}")
     else:
-        raw = [line.strip() for line in stripped.splitlines()]
+        # Lines end at \n (and \r\n) only: str.splitlines() would also split at U+2028,
+        # U+0085, \x1c, \x0c..., turning one listed id into several that nobody listed.
+        raw = [line.strip() for line in stripped.split("\n")]
         raw = [i for i in raw if i]
     too_long = [n for n, i in enumerate(raw) if len(i) > MAX_ID_LENGTH]
     if too_long:

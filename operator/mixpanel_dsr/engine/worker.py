@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from urllib.parse import urlsplit
 
 from kubernetes.client.exceptions import ApiException
 
@@ -118,6 +119,10 @@ async def step(engine: Engine, project: Project) -> None:
     await flush(engine, project)
     while project.ready and await act(engine, project):
         await flush(engine, project)
+    if not project.ready:
+        # A call just found the project unusable (token refused, Secret gone): the project
+        # says why before its requests point at it.
+        await write_project_status(engine, project)
     await flush(engine, project)
     if engine.clock() >= project.next_retention:
         project.next_retention = engine.clock() + RETENTION_CHECK_SECONDS
@@ -431,7 +436,10 @@ async def _cancel_one(engine: Engine, project: Project) -> bool:
         except AuthenticationError as err:
             _auth_failure(engine, project, err)
             return False
-        except (MixpanelError, SecretProblem) as err:
+        except SecretProblem as err:
+            _not_ready(engine, project, err.reason, str(err))
+            return False
+        except MixpanelError as err:
             log.warning("task %s: cancel failed: %s", task.name, _brief(err))
             project.hold_until = engine.clock() + engine.settings.retry_interval
             return False
@@ -696,7 +704,10 @@ async def _call_create(
     except AuthenticationError as err:
         _auth_failure(engine, project, err)
         return CreateOutcome(CreateResult.NOT_CREATED, message="the OAuth token was refused")
-    except (MixpanelError, SecretProblem) as err:
+    except SecretProblem as err:
+        _not_ready(engine, project, err.reason, str(err))
+        return CreateOutcome(CreateResult.NOT_CREATED, message=f"not created: {err}")
+    except MixpanelError as err:
         log.warning(
             "project %s: create failed, nothing was created: %s",
             project_label(project.key), _brief(err),
@@ -728,7 +739,11 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
     except AuthenticationError as err:
         _auth_failure(engine, project, err)
         return False
-    except (MixpanelError, SecretProblem) as err:
+    except SecretProblem as err:
+        # The token's Secret went away (or its key): the project says so, not only the log.
+        _not_ready(engine, project, err.reason, str(err))
+        return False
+    except MixpanelError as err:
         log.warning("task %s: status check failed: %s", task.name, _brief(err))
         task.next_check = engine.clock() + task.interval
         return True
@@ -855,12 +870,28 @@ def _auth_failure(engine: Engine, project: Project, err: AuthenticationError) ->
     if expired:
         _not_ready(engine, project, "TokenExpired", "the GDPR OAuth token has expired "
                    "(spec.tokenExpiresAt); make a new one and update the Secret")  # fmt: skip
+    elif err.status_code is None:
+        _not_ready(engine, project, "TokenRejected", "the OAuth token in the Secret cannot be "
+                   "sent (blank, or characters a header cannot carry): check the Secret; "
+                   "Mixpanel was not called")  # fmt: skip
     elif project.verified_once:
         _not_ready(engine, project, "TokenExpired", "Mixpanel refused a token it had accepted "
                    f"(HTTP {err.status_code}): expired or revoked; update the Secret")  # fmt: skip
     else:
         _not_ready(engine, project, "TokenRejected", f"Mixpanel refused the OAuth token "
                    f"(HTTP {err.status_code}): check the Secret and the project token")  # fmt: skip
+
+
+def _shown(url: str) -> str:
+    """A URL as a message may show it: scheme, host, port and path; never a user, password,
+    query or fragment (they may hold secrets)."""
+    parts = urlsplit(url.strip())
+    host = parts.hostname or "?"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:200]
 
 
 def _url_refused(engine: Engine, project: Project) -> bool:
@@ -874,7 +905,7 @@ def _url_refused(engine: Engine, project: Project) -> bool:
         return False
     _not_ready(
         engine, project, "APIBaseURLNotAllowed",
-        f"spec.apiBaseURL {spec.api_base_url[:200]} is not one of the Mixpanel API URLs this "
+        f"spec.apiBaseURL {_shown(spec.api_base_url)} is not one of the Mixpanel API URLs this "
         "operator was installed to allow (--allowed-api-base-url); no credentials were read "
         "or sent. Remove it, or ask the operator's installer to allow it",
     )  # fmt: skip
