@@ -449,3 +449,16 @@ def test_the_plugin_loads_neither_the_engine_nor_kopf() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ids_files_are_read_as_the_operator_reads_an_ids_secret() -> None:
+    """Lines end at \\n only (U+2028 and U+0085 are part of an id), a BOM is dropped, and
+    what kubectl dsr writes into a Secret reads back the same through parse_id_list."""
+    from mixpanel_dsr.planning import parse_id_list
+    from mixpanel_dsr.plugin.core import ids_from_text
+
+    text = "\ufeffkeep\u2028this\r\nnel\x85end\n\nlast\n"
+    ids = ids_from_text(text)
+    assert ids == ["keep\u2028this", "nel\x85end", "last"]
+    assert parse_id_list("\n".join(ids)) == ids
+    assert parse_id_list(text) == ids

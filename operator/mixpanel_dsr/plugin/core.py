@@ -55,7 +55,7 @@ def _check(where: str, value: str) -> str:
         raise PluginError(f"{where}: blank distinct id")
     if len(value) > MAX_ID_LENGTH:
         raise PluginError(f"{where}: distinct id longer than {MAX_ID_LENGTH} characters")
-    if value.splitlines() != [value]:
+    if "\n" in value or "\r" in value:
         raise PluginError(f"{where}: distinct id holds a line break")
     return value
 
@@ -66,7 +66,12 @@ def ids_from_args(values: Sequence[str]) -> list[str]:
 
 
 def ids_from_text(text: str) -> list[str]:
-    """An ids file: one id per line (blank lines skipped), or a JSON array of strings."""
+    """An ids file: one id per line (blank lines skipped), or a JSON array of strings.
+
+    As the operator reads an ids Secret: a leading byte order mark is dropped, and lines end
+    at \n (or \r\n) only, never at U+2028, U+0085 or other characters str.splitlines() breaks
+    at (one listed id must never become several)."""
+    text = text.removeprefix("\ufeff")
     if text.strip().startswith("["):
         try:
             data = json.loads(text)
@@ -76,7 +81,7 @@ def ids_from_text(text: str) -> list[str]:
             raise PluginError("the JSON array must hold only strings")
         return [_check(f"array index {n}", v) for n, v in enumerate(data)]
     return [
-        _check(f"line {n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()
+        _check(f"line {n}", line) for n, line in enumerate(text.split("\n"), 1) if line.strip()
     ]
 
 
