@@ -80,9 +80,7 @@ def ids_from_text(text: str) -> list[str]:
         if not isinstance(data, list) or not all(isinstance(i, str) for i in data):
             raise PluginError("the JSON array must hold only strings")
         return [_check(f"array index {n}", v) for n, v in enumerate(data)]
-    return [
-        _check(f"line {n}", line) for n, line in enumerate(text.split("\n"), 1) if line.strip()
-    ]
+    return [_check(f"line {n}", line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def ids_from_csv(text: str, column: str) -> list[str]:
