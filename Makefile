@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install controlplane gotools bench-planning bench-packing bench-writes kill-run test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
+.PHONY: help install controlplane gotools bench bench-planning bench-packing bench-writes kill-run test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
 
 help:
 	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
@@ -71,6 +71,12 @@ demo: controlplane
 
 clean:
 	rm -rf .venv .tools .local .mypy_cache .ruff_cache .pytest_cache
+
+# Production scale beside a naive baseline: (a) 10,000 one-id deletions, (b) one of 100,000 ids
+# from a Secret, (d) a restart with 10,000 finished and 1,000 in flight (about 15 minutes).
+# Arguments in BENCH_ARGS, e.g. make bench BENCH_ARGS="--workloads a,d --n 2000".
+bench: controlplane
+	$(PY) -m benchmarks.bench_scale $(BENCH_ARGS)
 
 bench-planning: install
 	$(PY) -m benchmarks.bench_planning
