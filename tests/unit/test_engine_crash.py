@@ -281,3 +281,43 @@ async def test_a_retry_annotation_sends_a_failed_requests_failed_ids_again() -> 
     await world.deliver(world.kube.requests[(NS, "r1")])
     await world.run(30, until_finished=False)
     assert len(world.mixpanel.creates) == creates + 1
+
+
+async def test_a_kill_at_every_step_of_a_retry_still_sends_the_failed_ids_once() -> None:
+    """The retry's steps (its status write, the Retrying Event, the task, the create, its
+    write, the polls): killed after each, the request still ends Succeeded, and the failed id
+    is sent again once, twice only when the kill fell between that create and its write."""
+
+    async def scenario(
+        crash_after: int | None,
+    ) -> tuple[World, dict[str, list[str]], int, int]:
+        world = World(bad=["person-1"])
+        asked = build(world, 3)
+        await world.boot()
+        await world.run(900)
+        assert world.kube.phase(NS, "r1") == "Failed"
+        before = len(world.mixpanel.creates)
+        world.mixpanel.bad.clear()
+        body = world.kube.requests[(NS, "r1")]
+        body["metadata"]["annotations"] = {"mixpaneldsr.io/retry": "2026-12-01T10:00:00Z"}
+        start = world.steps.count
+        world.steps.crash_after = None if crash_after is None else start + crash_after
+        try:
+            await world.deliver(body)
+            await world.run(900)
+        except Crash:
+            await world.boot()
+            await world.run(900)
+        return world, asked, before, start
+
+    world, _, _, start = await scenario(None)
+    total = world.steps.count - start
+    assert total > 5
+    for k in range(1, total + 1):
+        world, asked, before, start = await scenario(k)
+        check_invariants(world, asked)
+        resent = world.mixpanel.creates[before:]
+        crashed_on = world.steps.log[start + k - 1]
+        assert all(ids == ("person-1",) for ids in resent), (k, resent)
+        allowed = 2 if crashed_on.startswith("mixpanel create") else 1
+        assert 1 <= len(resent) <= allowed, (k, crashed_on, resent)

@@ -433,11 +433,8 @@ async def _cancel_one(engine: Engine, project: Project) -> bool:
                 warning=True,
             )  # fmt: skip
             return True
-        except AuthenticationError as err:
-            _auth_failure(engine, project, err)
-            return False
-        except SecretProblem as err:
-            _not_ready(engine, project, err.reason, str(err))
+        except (AuthenticationError, SecretProblem) as err:
+            _credentials_failed(engine, project, err)
             return False
         except MixpanelError as err:
             log.warning("task %s: cancel failed: %s", task.name, _brief(err))
@@ -701,12 +698,9 @@ async def _call_create(
         )
     except InvalidRequestError as err:
         return CreateOutcome(CreateResult.REFUSED, message=f"Mixpanel refused the task: {err}")
-    except AuthenticationError as err:
-        _auth_failure(engine, project, err)
-        return CreateOutcome(CreateResult.NOT_CREATED, message="the OAuth token was refused")
-    except SecretProblem as err:
-        _not_ready(engine, project, err.reason, str(err))
-        return CreateOutcome(CreateResult.NOT_CREATED, message=f"not created: {err}")
+    except (AuthenticationError, SecretProblem) as err:
+        _credentials_failed(engine, project, err)
+        return CreateOutcome(CreateResult.NOT_CREATED, message="the OAuth token could not be used")
     except MixpanelError as err:
         log.warning(
             "project %s: create failed, nothing was created: %s",
@@ -736,12 +730,8 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
             answer = await client.deletion_status(task.status.tracking_id)
         else:
             answer = await client.retrieval_status(task.status.tracking_id)
-    except AuthenticationError as err:
-        _auth_failure(engine, project, err)
-        return False
-    except SecretProblem as err:
-        # The token's Secret went away (or its key): the project says so, not only the log.
-        _not_ready(engine, project, err.reason, str(err))
+    except (AuthenticationError, SecretProblem) as err:
+        _credentials_failed(engine, project, err)
         return False
     except MixpanelError as err:
         log.warning("task %s: status check failed: %s", task.name, _brief(err))
@@ -864,7 +854,14 @@ def _not_ready(engine: Engine, project: Project, reason: str, message: str) -> N
         log.warning("project %s: not ready: %s", project_label(project.key), reason)
 
 
-def _auth_failure(engine: Engine, project: Project, err: AuthenticationError) -> None:
+def _credentials_failed(
+    engine: Engine, project: Project, err: AuthenticationError | SecretProblem
+) -> None:
+    """Any call found the credentials unusable: the token's Secret (or its key) is gone or
+    unreadable, or Mixpanel refused the token. The project says so, not only the log."""
+    if isinstance(err, SecretProblem):
+        _not_ready(engine, project, err.reason, str(err))
+        return
     spec = project.spec
     expired = bool(spec and spec.token_expires_at and spec.token_expires_at <= engine.wall())
     if expired:
@@ -943,11 +940,8 @@ async def verify(engine: Engine, project: Project) -> None:
     project.token_cache = None
     try:
         await client_of(engine, project).verify_credentials()
-    except AuthenticationError as err:
-        _auth_failure(engine, project, err)
-        return
-    except SecretProblem as err:
-        _not_ready(engine, project, err.reason, str(err))
+    except (AuthenticationError, SecretProblem) as err:
+        _credentials_failed(engine, project, err)
         return
     except MixpanelError as err:
         log.warning(
