@@ -3,7 +3,12 @@ no per-request labels (projects are few; requests are many and personal)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from mixpanel_dsr.api.models import TaskPhase
+from mixpanel_dsr.mixpanel.types import Region
 
 REQUESTS = Gauge(
     "mixpanel_dsr_requests", "DataSubjectRequests known to the operator, by phase", ["phase"]
@@ -45,6 +50,19 @@ OUTSTANDING_TASKS = Gauge(
     "mixpanel_dsr_outstanding_tasks", "Mixpanel tasks submitted and not finished", ["project"]
 )
 
+#: Mixpanel tasks take minutes in the sandbox and up to 30 days in Mixpanel.
+TASK_DURATION_BUCKETS = (
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0,
+    86400.0, 2 * 86400.0, 4 * 86400.0, 7 * 86400.0, 14 * 86400.0, 21 * 86400.0, 30 * 86400.0,
+)  # fmt: skip
+TASK_DURATION = Histogram(
+    "mixpanel_dsr_task_duration_seconds",
+    "How long Mixpanel took over a task: from its acceptance (submittedAt) to the status check "
+    "that found it finished (completionTime), by type, region and final phase",
+    ["type", "region", "outcome"],
+    buckets=TASK_DURATION_BUCKETS,
+)
+
 LEADER = Gauge(
     "mixpanel_dsr_leader",
     "1 while this replica does the work (holds the leader Lease, or runs without leader "
@@ -60,3 +78,20 @@ def endpoint_of(method: str, path: str) -> str:
     if method == "DELETE":
         return f"cancel_{kind}"
     return f"{kind}_status"
+
+
+def observe_task_duration(
+    *,
+    deletion: bool,
+    region: Region,
+    phase: TaskPhase,
+    submitted_at: datetime | None,
+    completion_time: datetime | None,
+) -> None:
+    """One finished Mixpanel task in the duration histogram; nothing for a task Mixpanel
+    never accepted (no ``submittedAt``) or that has not finished."""
+    if submitted_at is None or completion_time is None or not phase.terminal:
+        return
+    seconds = max((completion_time - submitted_at).total_seconds(), 0.0)
+    kind = "deletion" if deletion else "retrieval"
+    TASK_DURATION.labels(kind, region.value, phase.value.lower()).observe(seconds)

@@ -762,6 +762,11 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
             outcome = "success" if task.phase is TaskPhase.SUCCEEDED else "failure"
             metrics.IDS_COMPLETED.labels("deletion" if task.is_deletion else "retrieval",
                                          outcome).inc(task.spec.id_count)  # fmt: skip
+            if project.spec is not None:
+                metrics.observe_task_duration(
+                    deletion=task.is_deletion, region=project.spec.region, phase=task.phase,
+                    submitted_at=new.submitted_at, completion_time=new.completion_time,
+                )  # fmt: skip
             if task.phase is not TaskPhase.SUCCEEDED:
                 await _task_event(engine, task, task.phase.value, new.message or "", warning=True)
     return True
