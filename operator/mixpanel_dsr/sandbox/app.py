@@ -121,9 +121,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         "project_token": request.query.get("token"),
     }
     request[_CALL] = call
-    decision = state.faults.decide()
+    status_call = call["operation"] in _STATUS_OPERATIONS
+    decision = state.decide_faults(call["project_token"], status_call=status_call)
     if decision.latency > 0:
         await asyncio.sleep(decision.latency)
+    fault = decision.kind
     response: web.StreamResponse
     if decision.kind is FaultKind.BURST_429:
         response = _error(429, "rate limit exceeded")
@@ -132,6 +134,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = _error(decision.status, "internal server error")
     elif decision.kind is FaultKind.MALFORMED:
         response = web.Response(text=_MALFORMED_BODY, content_type="text/html")
+    elif decision.kind is FaultKind.FORBIDDEN:
+        response = _error(403, "Forbidden: this user has no access to the project's GDPR API")
+    elif decision.kind is FaultKind.HTML_ERROR:
+        assert decision.status is not None
+        response = web.Response(
+            status=decision.status, text=_html_page(decision.status), content_type="text/html"
+        )
+    elif decision.kind is FaultKind.ERROR_BODY:
+        response = _error(200, "Internal error while processing the request; please retry")
     elif decision.kind is FaultKind.DROP:
         _record(state, call, 0, fault=decision.kind)
         _drop_connection(request)
@@ -142,13 +153,53 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         except SandboxError as err:
             call["error"] = err.error if isinstance(err.error, str) else json.dumps(err.error)
             response = _json(err.body(), status=err.status)
+            fault = err.fault or fault
         except web.HTTPException as exc:  # no such route or method
             call["error"] = exc.reason
             response = _error(exc.status, exc.reason)
-    _record(state, call, response.status, fault=decision.kind)
+        if decision.kind is FaultKind.UNKNOWN_STATE:
+            assert decision.state is not None
+            changed = _with_state(response, decision.state)
+            fault = None if changed is None else fault
+            response = changed or response
+        elif decision.kind is FaultKind.EMPTY_BODY:
+            response = web.Response(status=response.status, body=b"")
+    _record(state, call, response.status, fault=fault)
     if decision.kind is FaultKind.LOST_RESPONSE:
         _drop_connection(request)
+    elif decision.kind is FaultKind.TIMEOUT:
+        # Done, and answered only after the client has given up waiting.
+        await asyncio.sleep(decision.hold)
     return response
+
+
+_STATUS_OPERATIONS = frozenset({Operation.DELETION_STATUS, Operation.RETRIEVAL_STATUS})
+
+
+def _html_page(status: int) -> str:
+    """What a reverse proxy in front of Mixpanel answers when it cannot reach it."""
+    reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+    title = f"{status} {reason.get(status, 'Error')}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
+
+
+def _with_state(response: web.StreamResponse, state: str) -> web.Response | None:
+    """A status answer with ``results.status`` replaced; None when it is not one (an error)."""
+    if response.status != 200 or not isinstance(response, web.Response):
+        return None
+    body = response.body
+    try:
+        payload = json.loads(body if isinstance(body, bytes) else b"")
+    except ValueError:
+        return None
+    results = payload.get("results") if isinstance(payload, dict) else None
+    if not isinstance(results, dict) or "status" not in results:
+        return None
+    results["status"] = state
+    return _json(payload)
 
 
 def _record(

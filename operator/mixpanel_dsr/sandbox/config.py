@@ -49,6 +49,76 @@ class OAuthTokenConfig(_Model):
         return value
 
 
+class FaultConfig(_Model):
+    """Faults injected into GDPR API calls (never into /_sandbox/ endpoints); all seeded.
+
+    The sandbox's ``faults`` apply to every project; a project's own ``faults`` (ProjectConfig)
+    apply to its calls and tasks too, drawn from an RNG of its own.
+    """
+
+    #: Probability of a 5xx answer (nothing is done).
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_statuses: list[int] = Field(default_factory=lambda: [500, 502, 503], min_length=1)
+    #: Added to every call, plus a uniform random jitter in [0, latency_jitter_seconds].
+    latency_seconds: float = Field(default=0.0, ge=0)
+    latency_jitter_seconds: float = Field(default=0.0, ge=0)
+    #: Probability that the connection is closed without an answer (nothing is done).
+    drop_rate: float = Field(default=0.0, ge=0, le=1)
+    #: Probability that the call IS carried out but the connection closes before the answer.
+    lost_response_rate: float = Field(default=0.0, ge=0, le=1)
+    #: Probability of a 200 answer whose body is not JSON (nothing is done).
+    malformed_rate: float = Field(default=0.0, ge=0, le=1)
+    #: The next N calls get 429 (counts down; set again to start another burst).
+    burst_429: int = Field(default=0, ge=0)
+    seed: int = 0
+    # -- misbehaviour modes (a Mixpanel, or what stands in front of it, misbehaving) ----------
+    #: Probability that a status answer reports a state the fact sheet does not list.
+    unknown_state_rate: float = Field(default=0.0, ge=0, le=1)
+    #: The made-up states it picks from.
+    unknown_states: list[str] = Field(
+        default_factory=lambda: ["QUEUED", "IN_PROGRESS", "processing"], min_length=1
+    )
+    #: Probability that an answer keeps its HTTP status but loses its body (the call IS
+    #: carried out: a create makes its task, and the client never learns its tracking id).
+    empty_body_rate: float = Field(default=0.0, ge=0, le=1)
+    #: Probability of an HTML error page from a proxy in front of Mixpanel (nothing is done).
+    html_error_rate: float = Field(default=0.0, ge=0, le=1)
+    html_error_status: int = 502
+    #: Probability of HTTP 200 whose body is ``{"status": "error", "error": ...}`` (nothing done).
+    error_body_rate: float = Field(default=0.0, ge=0, le=1)
+    #: Probability that the call IS carried out and its answer held for ``timeout_seconds``
+    #: (longer than a client's timeout: the client gives up first).
+    timeout_rate: float = Field(default=0.0, ge=0, le=1)
+    timeout_seconds: float = Field(default=60.0, ge=0)
+    #: Every call is refused with 403 (nothing is done): a token whose user lost its rights.
+    forbidden: bool = False
+    #: Probability that a new task vanishes: from ``vanish_after_seconds`` (sandbox clock) after
+    #: its creation, its tracking id reads NOT_FOUND, and the task is not carried out.
+    vanish_rate: float = Field(default=0.0, ge=0, le=1)
+    vanish_after_seconds: float = Field(default=1.0, ge=0)
+    #: A deletion whose ids were already in an earlier deletion of the project, whatever that
+    #: one's state, is refused with 409 naming those ids and tasks (no task is created).
+    conflict_on_resend: bool = False
+    #: Probability that a new task stays STARTED ``stuck_started_days`` (times
+    #: ``lifecycle.time_scale``) longer before it ends; ``POST /_sandbox/clock`` moves past it.
+    stuck_started_rate: float = Field(default=0.0, ge=0, le=1)
+    stuck_started_days: float = Field(default=30.0, ge=0)
+
+    @field_validator("html_error_status")
+    @classmethod
+    def _html_error_status(cls, value: int) -> int:
+        if not 400 <= value <= 599:
+            raise ValueError("html_error_status must be 4xx or 5xx")
+        return value
+
+    @field_validator("error_statuses")
+    @classmethod
+    def _only_5xx(cls, value: list[int]) -> list[int]:
+        if any(not 500 <= status <= 599 for status in value):
+            raise ValueError("error_statuses must all be 5xx")
+        return value
+
+
 class ProjectConfig(_Model):
     """A Mixpanel project the sandbox knows."""
 
@@ -69,6 +139,8 @@ class ProjectConfig(_Model):
     rate_limit_per_s: float | None = Field(default=None, ge=0)
     #: Overrides ``limits.conflict_409`` for this project (None: follow the global limit).
     conflict_409: bool | None = None
+    #: Faults of this project's calls and tasks, on top of the sandbox-wide ``faults``.
+    faults: FaultConfig | None = None
 
     @field_validator("region", mode="before")
     @classmethod
@@ -130,33 +202,6 @@ class ExportsConfig(_Model):
     signing_key: SecretStr | None = None
     #: Synthetic events per distinct id in an export.
     events_per_id: int = Field(default=3, ge=0, le=1000)
-
-
-class FaultConfig(_Model):
-    """Faults injected into GDPR API calls (never into /_sandbox/ endpoints); all seeded."""
-
-    #: Probability of a 5xx answer (nothing is done).
-    error_rate: float = Field(default=0.0, ge=0, le=1)
-    error_statuses: list[int] = Field(default_factory=lambda: [500, 502, 503], min_length=1)
-    #: Added to every call, plus a uniform random jitter in [0, latency_jitter_seconds].
-    latency_seconds: float = Field(default=0.0, ge=0)
-    latency_jitter_seconds: float = Field(default=0.0, ge=0)
-    #: Probability that the connection is closed without an answer (nothing is done).
-    drop_rate: float = Field(default=0.0, ge=0, le=1)
-    #: Probability that the call IS carried out but the connection closes before the answer.
-    lost_response_rate: float = Field(default=0.0, ge=0, le=1)
-    #: Probability of a 200 answer whose body is not JSON (nothing is done).
-    malformed_rate: float = Field(default=0.0, ge=0, le=1)
-    #: The next N calls get 429 (counts down; set again to start another burst).
-    burst_429: int = Field(default=0, ge=0)
-    seed: int = 0
-
-    @field_validator("error_statuses")
-    @classmethod
-    def _only_5xx(cls, value: list[int]) -> list[int]:
-        if any(not 500 <= status <= 599 for status in value):
-            raise ValueError("error_statuses must all be 5xx")
-        return value
 
 
 class SandboxConfig(_Model):

@@ -21,8 +21,21 @@ from typing import Any
 
 from mixpanel_dsr.mixpanel.types import ComplianceType, DisclosureType, Region, TaskState
 from mixpanel_dsr.sandbox import export
-from mixpanel_dsr.sandbox.config import OAuthTokenConfig, ProjectConfig, SandboxConfig
-from mixpanel_dsr.sandbox.faults import FaultInjector
+from mixpanel_dsr.sandbox.config import (
+    FaultConfig,
+    OAuthTokenConfig,
+    ProjectConfig,
+    SandboxConfig,
+)
+from mixpanel_dsr.sandbox.faults import (
+    FaultDecision,
+    FaultInjector,
+    FaultKind,
+    TaskDecision,
+    TaskFault,
+    combine,
+    combine_tasks,
+)
 
 #: Returns the current time in epoch seconds.
 Clock = Callable[[], float]
@@ -53,10 +66,14 @@ class Operation(StrEnum):
 class SandboxError(Exception):
     """A refusal, carrying the HTTP status and the ``error`` of Mixpanel's error envelope."""
 
-    def __init__(self, status: int, error: str | dict[str, Any]) -> None:
+    def __init__(
+        self, status: int, error: str | dict[str, Any], *, fault: FaultKind | None = None
+    ) -> None:
         super().__init__(f"{status}: {error}")
         self.status = status
         self.error = error
+        #: The fault mode that made this refusal, if one did (shown in the call log).
+        self.fault = fault
 
     def body(self) -> dict[str, Any]:
         return {"status": "error", "error": self.error}
@@ -110,6 +127,10 @@ class Task:
     revoked_at: float | None = None
     forced_state: TaskState | None = None
     forced_at: float | None = None
+    #: From this instant the task reads NOT_FOUND and is not carried out (fault ``vanish``).
+    vanishes_at: float | None = None
+    #: The task faults drawn at its creation.
+    faults: tuple[TaskFault, ...] = ()
 
     @property
     def finishes_at(self) -> float:
@@ -121,6 +142,8 @@ class Task:
             return self.forced_state
         if self.revoked_at is not None:
             return TaskState.REVOKED
+        if self.vanishes_at is not None and now >= self.vanishes_at:
+            return TaskState.NOT_FOUND
         elapsed = now - self.created_at
         if elapsed < self.pending_seconds:
             return TaskState.PENDING
@@ -149,6 +172,7 @@ class Task:
         self.forced_state = None
         self.forced_at = None
         self.revoked_at = None
+        self.vanishes_at = None
         if hold or state in (TaskState.REVOKED, TaskState.NOT_FOUND, TaskState.UNKNOWN):
             self.forced_state, self.forced_at = state, now
             return
@@ -286,8 +310,12 @@ class SandboxState:
         self.faults.configure(self.config.faults)
         if not keep_projects:
             self.projects: dict[str, Project] = {}
+            self.project_faults: dict[str, FaultInjector] = {}
             for project in self.config.projects:
                 self.add_project(project)
+        else:
+            for kept in self.projects.values():
+                self._configure_faults(kept.config)
 
     def add_project(self, config: ProjectConfig) -> tuple[Project, bool]:
         """Register (or replace) a project; returns it and whether it is new."""
@@ -301,7 +329,15 @@ class SandboxState:
                 project_id = max([_FIRST_PROJECT_ID - 1, *used]) + 1
         project = Project(config=config, project_id=project_id)
         self.projects[config.token] = project
+        self._configure_faults(config)
         return project, existing is None
+
+    def _configure_faults(self, config: ProjectConfig) -> None:
+        """The project's own fault injector (re-seeded), or none."""
+        if config.faults is None:
+            self.project_faults.pop(config.token, None)
+        else:
+            self.project_faults[config.token] = FaultInjector(config.faults)
 
     def update_project(self, token: str, changes: dict[str, Any]) -> Project:
         """Merge ``changes`` (fields of a project in the config file) into a registered project.
@@ -316,9 +352,50 @@ class SandboxState:
             raise KeyError(token)
         if changes.get("token", token) != token:
             raise SandboxError(400, "a project's token cannot change")
-        config = ProjectConfig.model_validate({**existing.config.model_dump(), **changes})
-        project, _ = self.add_project(config)
+        rest = {k: v for k, v in changes.items() if k != "faults"}
+        config = ProjectConfig.model_validate({**existing.config.model_dump(), **rest})
+        injector = self.project_faults.get(token)
+        if "faults" in changes:
+            faults = changes["faults"]
+            if faults is None:
+                injector = None
+            elif not isinstance(faults, dict):
+                raise SandboxError(400, "faults must be an object or null")
+            elif injector is None or faults.get("reset", False):
+                fresh = {k: v for k, v in faults.items() if k != "reset"}
+                injector = FaultInjector(FaultConfig.model_validate(fresh))
+            else:
+                faults = {k: v for k, v in faults.items() if k != "reset"}
+                # Merged like POST /_sandbox/faults: re-seeded only when seed is given, a
+                # burst (re)started only when burst_429 is.
+                injector.update(faults)
+        config = config.model_copy(update={"faults": injector.config if injector else None})
+        project = Project(config=config, project_id=existing.project_id)
+        self.projects[token] = project
+        if injector is None:
+            self.project_faults.pop(token, None)
+        else:
+            self.project_faults[token] = injector
         return project
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def decide_faults(self, project_token: str | None, *, status_call: bool) -> FaultDecision:
+        """The faults of one GDPR API call: the sandbox-wide ones, then the project's own."""
+        decision = self.faults.decide(status_call=status_call)
+        own = self.project_faults.get(project_token or "")
+        return combine(decision, own.decide(status_call=status_call) if own else None)
+
+    def _decide_task(self, project: Project) -> TaskDecision:
+        scale = self.config.lifecycle.time_scale
+        own = self.project_faults.get(project.token)
+        return combine_tasks(
+            self.faults.decide_task(scale), own.decide_task(scale) if own else None
+        )
+
+    def _conflict_on_resend(self, project: Project) -> bool:
+        own = self.project_faults.get(project.token)
+        return self.faults.config.conflict_on_resend or bool(own and own.config.conflict_on_resend)
 
     # --- admission: project, OAuth token, rate limit ----------------------------------------
 
@@ -425,10 +502,14 @@ class SandboxState:
         unique_ids = tuple(dict.fromkeys(ids))
         if kind is TaskKind.RETRIEVAL:
             self._check_scan_budget(project)
-        elif self.conflict_409(project):
-            self._check_conflicts(project, unique_ids, now)
+        else:
+            if self._conflict_on_resend(project):
+                self._check_conflicts(project, unique_ids, now, resend=True)
+            if self.conflict_409(project):
+                self._check_conflicts(project, unique_ids, now)
         lifecycle = self.config.lifecycle
         failed = self._outcome_rng.random() < lifecycle.failure_rate
+        drawn = self._decide_task(project)
         task = Task(
             tracking_id=self._new_tracking_id(),
             kind=kind,
@@ -441,12 +522,14 @@ class SandboxState:
             created_at=now,
             pending_seconds=lifecycle.pending_seconds * lifecycle.time_scale,
             staging_seconds=lifecycle.staging_seconds * lifecycle.time_scale,
-            started_seconds=lifecycle.started_seconds * lifecycle.time_scale,
+            started_seconds=lifecycle.started_seconds * lifecycle.time_scale + drawn.stuck_seconds,
             outcome=TaskState.FAILURE if failed else TaskState.SUCCESS,
             requesting_user=oauth.requesting_user,
             history_days=project.config.history_days,
             subject_request_id=subject_request_id,
             status_callback_urls=callback_urls,
+            vanishes_at=None if drawn.vanish_after is None else now + drawn.vanish_after,
+            faults=drawn.faults,
         )
         self.tasks[task.tracking_id] = task
         return task
@@ -484,10 +567,13 @@ class SandboxState:
                 f"a new one needs {project.config.history_days}, the limit is {budget}",
             )
 
-    def _check_conflicts(self, project: Project, ids: Iterable[str], now: float) -> None:
+    def _check_conflicts(
+        self, project: Project, ids: Iterable[str], now: float, *, resend: bool = False
+    ) -> None:
         """409 when any of ``ids`` is in a running (PENDING, STAGING, STARTED) deletion of the
-        project: the conflicting ids (sorted) and every running task holding one of them (in
-        creation order, each once)."""
+        project (with ``resend``: in any earlier deletion of the project, whatever its state):
+        the conflicting ids (sorted) and every such task holding one of them (in creation
+        order, each once)."""
         wanted = set(ids)
         conflicting_ids: set[str] = set()
         conflicting_tasks: list[str] = []
@@ -495,7 +581,7 @@ class SandboxState:
             if (
                 task.kind is TaskKind.DELETION
                 and task.project_token == project.token
-                and task.state_at(now) in RUNNING_STATES
+                and (resend or task.state_at(now) in RUNNING_STATES)
             ):
                 overlap = wanted.intersection(task.distinct_ids)
                 if overlap:
@@ -508,6 +594,7 @@ class SandboxState:
                     "conflicting_distinct_ids": sorted(conflicting_ids),
                     "conflicting_task_ids": conflicting_tasks,
                 },
+                fault=FaultKind.CONFLICT_ON_RESEND if resend else None,
             )
 
     def create_response(self, task: Task) -> dict[str, Any]:
@@ -658,6 +745,7 @@ class SandboxState:
             "planned_outcome": task.outcome.value,
             "forced_state": task.forced_state.value if task.forced_state else None,
             "subject_request_id": task.subject_request_id,
+            "faults": [f.value for f in task.faults],
         }
 
     def ids_report(self, project_token: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
@@ -711,4 +799,9 @@ class SandboxState:
                 for t in cfg.oauth_tokens
             ],
             "outstanding_scan_days": self.outstanding_scan_days(project),
+            "faults": (
+                self.project_faults[cfg.token].snapshot()
+                if cfg.token in self.project_faults
+                else None
+            ),
         }
