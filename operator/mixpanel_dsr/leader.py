@@ -8,6 +8,12 @@ at once (like controller-runtime), well before another may take the Lease
 ``lease_duration`` after its last observed change. On a clean exit the holder
 releases the Lease, so the standby takes over within one ``retry_period``.
 
+The deadline is kept even while a renewal hangs (an API server partitioned away
+whose connection stays open): the holder waits for an attempt only until
+``renew_deadline`` after the start of its last successful renewal, which is never
+later than the renewTime the API server stored, so it has stopped
+``lease_duration - renew_deadline`` before a standby may take over.
+
 Expiry is judged on the waiting replica's own monotonic clock from the moment
 it last saw the Lease change (as client-go does), never by comparing clocks
 of two machines.
@@ -109,6 +115,8 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self) -> bool:
         timeout = self._timeout()
+        # Before the call: the renewTime the API server stores is no earlier than this.
+        attempt = self._clock()
         try:
             lease = self._api.read_namespaced_lease(
                 self.name, self.namespace, _request_timeout=timeout
@@ -127,7 +135,7 @@ class LeaderElector:
                 if create_err.status != 409:
                     log.warning("creating Lease: HTTP %s", create_err.status)
                 return False
-            self._renewed_at = self._clock()
+            self._renewed_at = attempt
             return True
 
         spec = lease.spec or client.V1LeaseSpec()
@@ -156,22 +164,29 @@ class LeaderElector:
             if err.status != 409:
                 log.warning("updating Lease: HTTP %s", err.status)
             return False
-        self._renewed_at = self._clock()
+        self._renewed_at = attempt
         return True
 
     def release(self) -> None:
         """Give the Lease up (if held) so that a standby takes over at once."""
+        timeout = self._timeout()
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=timeout
+            )
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
             lease.spec.holder_identity = None
             lease.spec.lease_duration_seconds = 1
             lease.spec.renew_time = self._now()
-            self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+            self._api.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=timeout
+            )
             log.info("released leadership (Lease %s/%s)", self.namespace, self.name)
         except ApiException as err:
             log.warning("releasing Lease: HTTP %s", err.status)
+        except Exception as err:  # timeouts, refused connections: the Lease expires instead
+            log.warning("releasing Lease %s/%s: %s", self.namespace, self.name, type(err).__name__)
 
     # ------------------------------------------------------------------ loops
 
@@ -191,11 +206,25 @@ class LeaderElector:
             await asyncio.sleep(self._jittered())
         log.info("became leader (Lease %s/%s as %s)", self.namespace, self.name, self.identity)
 
+    def _left(self) -> float:
+        """Seconds until ``renew_deadline`` after the last successful renewal began."""
+        return self._renewed_at + self.timing.renew_deadline - self._clock()
+
+    async def _renew_by_deadline(self) -> bool:
+        """One attempt, given up (False) at the deadline even if the call still hangs: the
+        thread is left to its socket timeout, the caller steps down at once."""
+        attempt = asyncio.ensure_future(asyncio.to_thread(self.try_acquire_or_renew))
+        try:
+            return await asyncio.wait_for(asyncio.shield(attempt), timeout=max(0.0, self._left()))
+        except TimeoutError:
+            return False
+
     async def hold(self) -> None:
-        """Renew until another holds the Lease or renewals failed for ``renew_deadline``."""
+        """Renew until another holds the Lease or renewals failed for ``renew_deadline``;
+        return no later than ``renew_deadline`` after the last successful renewal began."""
         while True:
-            await asyncio.sleep(self.timing.retry_period)
-            if await asyncio.to_thread(self.try_acquire_or_renew):
+            await asyncio.sleep(min(self.timing.retry_period, max(0.0, self._left())))
+            if self._left() > 0 and await self._renew_by_deadline():
                 continue
             holder = self._observed[0] if self._observed else None
             if holder not in (None, self.identity):
@@ -203,7 +232,7 @@ class LeaderElector:
                     "lost leadership: Lease %s/%s is held by %s", self.namespace, self.name, holder
                 )
                 return
-            if self._clock() - self._renewed_at >= self.timing.renew_deadline:
+            if self._left() <= 0:
                 log.error(
                     "lost leadership: Lease %s/%s not renewed for %.0fs",
                     self.namespace, self.name, self.timing.renew_deadline,

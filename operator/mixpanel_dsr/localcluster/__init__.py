@@ -10,6 +10,6 @@ collection happens. That is all an operator's API-level tests need.
 """
 
 from mixpanel_dsr.localcluster.build import Binaries, Tools, ensure_binaries, ensure_tools
-from mixpanel_dsr.localcluster.controlplane import ControlPlane
+from mixpanel_dsr.localcluster.controlplane import Component, ControlPlane
 
-__all__ = ["Binaries", "ControlPlane", "Tools", "ensure_binaries", "ensure_tools"]
+__all__ = ["Binaries", "Component", "ControlPlane", "Tools", "ensure_binaries", "ensure_tools"]

@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,6 +32,13 @@ def free_port() -> int:
         sock.bind((_HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class Component(StrEnum):
+    """A process of the control plane (also the name of its log, ``<name>.log``)."""
+
+    ETCD = "etcd"
+    APISERVER = "kube-apiserver"
 
 
 class ControlPlaneError(RuntimeError):
@@ -53,6 +61,8 @@ class ControlPlane:
         self.server = f"https://{_HOST}:{self.port}"
         self._ca = CertificateAuthority()
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        #: The command line of each component, to start the same process again.
+        self._argv: dict[str, list[str]] = {}
         self.kubeconfig = self.workdir / "kubeconfig"
 
     # ------------------------------------------------------------------ lifecycle
@@ -93,6 +103,28 @@ class ControlPlane:
         self._procs.clear()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self, component: Component, *, down: float = 0.0, timeout: float = 120.0) -> None:
+        """Stop one component (SIGTERM, SIGKILL after 15 s), leave it down for ``down``
+        seconds, and start the same process again: same data directory, ports and
+        certificates, so clients keep their kubeconfig. Returns once the API server is ready."""
+        name = component.value
+        index = next(i for i, (n, _) in enumerate(self._procs) if n == name)
+        proc = self._procs[index][1]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        time.sleep(down)
+        self._procs[index] = (name, self._popen(name, self._argv[name]))
+        self._wait_ready(timeout)
+
+    def pid(self, component: Component) -> int:
+        """The process id of a running component."""
+        return next(p.pid for n, p in self._procs if n == component.value)
 
     # ------------------------------------------------------------------ identities
 
@@ -162,15 +194,19 @@ class ControlPlane:
     # ------------------------------------------------------------------ internals
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - child owns it
+        self._argv[name] = argv
+        self._procs.append((name, self._popen(name, argv)))
+
+    def _popen(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - child owns it
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self._procs.append((name, proc))
+        return proc
 
     def _start_etcd(self) -> str:
         client, peer = f"http://{_HOST}:{free_port()}", f"http://{_HOST}:{free_port()}"
         self._spawn(
-            "etcd",
+            Component.ETCD,
             [
                 str(self.binaries.etcd),
                 "--name=local",
@@ -196,7 +232,7 @@ class ControlPlane:
         sa_key = pki / "sa.key"
         sa_key.write_bytes(service_account_key())
         self._spawn(
-            "kube-apiserver",
+            Component.APISERVER,
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
