@@ -9,20 +9,24 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import kopf
 from prometheus_client import start_http_server
 
 from mixpanel_dsr import __version__
+from mixpanel_dsr.health import HealthServer
 from mixpanel_dsr.metrics import LEADER
 from mixpanel_dsr.mixpanel.types import REGION_BASE_URLS
+from mixpanel_dsr.readiness import Role
 from mixpanel_dsr.settings import Settings, normalize_url, parse_duration, parse_region_urls
 
 if TYPE_CHECKING:
     from mixpanel_dsr.leader import LeaderElector
+
+_T = TypeVar("_T")
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "8080") or 0))
     run.add_argument(
         "--health-port", type=int, default=int(_env("HEALTH_PORT", "8081") or 0),
-        help="serves /healthz (0: off)",
+        help="serves /healthz (liveness) and /readyz (readiness) (0: off)",
     )  # fmt: skip
     run.add_argument(
         "--peering",
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port)
     memo = kopf.Memo(settings=settings)
-    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    health = HealthServer(args.health_port, engine_started=lambda: "engine" in memo)
     operator = functools.partial(
         kopf.operator,
         registry=registry,
@@ -219,11 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         standalone=args.peering is None,
         peering_name=args.peering,
         priority=args.priority,
-        liveness_endpoint=liveness,
     )
     if not args.leader_elect:
         LEADER.set(1)
-        asyncio.run(operator())
+        asyncio.run(_serving_health(health, operator()))
         return 0
     from mixpanel_dsr.leader import LeaderElector, default_identity
 
@@ -232,36 +235,30 @@ def main(argv: list[str] | None = None) -> int:
         args.leader_election_id,
         default_identity(),
     )
-    return asyncio.run(run_as_leader(elector, operator, args.health_port))
+    return asyncio.run(_serving_health(health, run_as_leader(elector, operator, health)))
 
 
-async def _standby_health(port: int) -> Callable[[], Awaitable[None]]:
-    """Answer /healthz while standing by (kopf serves it once this replica leads)."""
-    from aiohttp import web
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"standby": True})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    if port:
-        await web.TCPSite(runner, "0.0.0.0", port, reuse_address=True).start()  # noqa: S104
-    return runner.cleanup
+async def _serving_health(health: HealthServer, work: Coroutine[Any, Any, _T]) -> _T:
+    """Serve /healthz and /readyz (unless --health-port 0) for as long as ``work`` runs."""
+    if health.port:
+        await health.start()
+    try:
+        return await work
+    finally:
+        await health.stop()
 
 
 async def run_as_leader(
-    elector: LeaderElector, operator: Callable[[], Coroutine[Any, Any, None]], health_port: int
+    elector: LeaderElector,
+    operator: Callable[[], Coroutine[Any, Any, None]],
+    health: HealthServer,
 ) -> int:
     """Stand by until the Lease is ours, then run kopf; exit at once if it is lost."""
     LEADER.set(0)
-    stop_health = await _standby_health(health_port)
-    try:
-        await elector.acquire()
-    finally:
-        await stop_health()
+    health.role = Role.STANDING_BY
+    await elector.acquire()
     LEADER.set(1)
+    health.role = Role.LEADING
     holding = asyncio.create_task(elector.hold())
     running = asyncio.create_task(operator())
     await asyncio.wait({holding, running}, return_when=asyncio.FIRST_COMPLETED)
