@@ -412,6 +412,7 @@ class World:
             project = self.project()
             project.client = self.mixpanel  # type: ignore[assignment]
             await self.deliver_late()
+            project.wake.clear()  # as run_worker does before each step
             await step(self.engine, project)
             self.clock.advance(1.0)
             if until_finished and self.all_finished():

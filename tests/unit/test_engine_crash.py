@@ -115,6 +115,32 @@ async def test_a_request_deleted_while_the_operator_is_down_cancels_its_task() -
     assert len(world.mixpanel.creates) == 2
 
 
+async def test_after_a_restart_requests_kopf_lists_slowly_are_not_looked_up_one_by_one() -> None:
+    """Orphan look-ups wait until kopf's listing went quiet for --orphan-grace, not only
+    --orphan-grace after the ledger's load: a listing of thousands that takes longer than
+    the grace would otherwise cost one GET per member it had not delivered yet."""
+    world = World()
+    asked = build(world, 30)
+    await world.boot()
+    await world.run(4, until_finished=False)
+    assert len(world.mixpanel.creates) == 1
+    world.steps.crash_after = world.steps.count + 1
+    with pytest.raises(Crash):
+        await world.run(30)
+    world.mixpanel.held.add("mp-1")  # still live while the listing goes on
+    await world.boot()  # kopf lists half the requests now, the rest one at a time
+    assert len(world.late) == 15
+    mark = len(world.steps.log)
+    await world.run(25, until_finished=False)  # longer than the listing plus the grace
+    assert not world.late
+    looked_up = [s for s in world.steps.log[mark:] if s.startswith("get request")]
+    assert looked_up == []
+    world.mixpanel.held.discard("mp-1")
+    await world.run(900)
+    check_invariants(world, asked)
+    assert len(world.mixpanel.creates) == 1
+
+
 async def test_a_kill_at_every_step_of_a_cancel_still_cancels_and_finishes_the_rest() -> None:
     async def scenario(crash_after: int | None) -> tuple[World, dict[str, list[str]], int]:
         world = World()

@@ -105,6 +105,9 @@ class Engine:
         self.inflight: set[str] = set()
         #: The installation's key for digests of ids (set at start-up).
         self.key: bytes = b""
+        #: Monotonic time kopf last handed in a request this process did not know (after a
+        #: start: how far its listing has come; orphan look-ups wait for it to go quiet).
+        self.last_new_request: float = clock()
         #: Namespace -> (its labels or None when gone, monotonic time read).
         self.namespace_labels: dict[str, tuple[dict[str, str] | None, float]] = {}
         self._worker = worker
@@ -245,6 +248,9 @@ class Engine:
         generation = meta.get("generation")
         retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION)
         existing = self.requests.get(key)
+        known = existing or self.finished.get(key)
+        if known is None or known.uid != meta["uid"]:
+            self.last_new_request = self.clock()
         if existing and existing.uid == meta["uid"]:
             if retry != existing.retry_token:
                 existing.retry_token = retry

@@ -79,6 +79,8 @@ STATUS_WRITE_SECONDS = 5.0
 FLUSH_CONCURRENCY = 8
 #: How often finished tasks are checked against --task-retention.
 RETENTION_CHECK_SECONDS = 600.0
+#: Orphan look-ups wait for kopf's listing to go quiet, but at most this many graces.
+ORPHAN_GRACE_CAP = 10
 
 
 async def run_worker(engine: Engine, project: Project) -> None:
@@ -114,27 +116,41 @@ async def step(engine: Engine, project: Project) -> None:
         await load_ledger(engine, project)
         if not project.ledger_loaded:
             return
-    await resolve(engine, project)
     await save_tasks(engine, project)
-    await flush(engine, project)
-    while project.ready and await act(engine, project):
-        await flush(engine, project)
+    while True:
+        # New requests are read before anything is written or sent: their first status says
+        # Queued (not Pending), and their ids can go in the next create.
+        await resolve(engine, project)
+        if not (project.ready and await act(engine, project)):
+            break
+        # Status writes fill the wait for the next Mixpanel slot, never delay the call.
+        await flush(engine, project, within=_next_slot_in(project))
     if not project.ready:
         # A call just found the project unusable (token refused, Secret gone): the project
         # says why before its requests point at it.
         await write_project_status(engine, project)
-    await flush(engine, project)
+    await flush(engine, project, until_woken=True)
     if engine.clock() >= project.next_retention:
         project.next_retention = engine.clock() + RETENTION_CHECK_SECONDS
         await retire_tasks(engine, project)
 
 
-async def flush(engine: Engine, project: Project, *, everything: bool = False) -> None:
+async def flush(
+    engine: Engine,
+    project: Project,
+    *,
+    everything: bool = False,
+    within: float | None = None,
+    until_woken: bool = False,
+) -> None:
     """Write the status of every request whose view may have changed (only those), several
-    at once: a create that serves 2,000 requests is followed by 2,000 status writes, and the
-    next create should not wait for them one by one."""
+    at once. A create that serves 2,000 requests is followed by 2,000 status writes (seconds
+    of work), and neither the next create nor newly delivered requests should wait for them:
+    with ``within`` the writes stop after that many seconds, with ``until_woken`` once a new
+    event woke the worker (at least one batch is always written); the rest stay dirty."""
     keys = sorted(set(project.members) if everything else project.dirty)
     project.dirty = set()
+    deadline = None if within is None else engine.clock() + within
 
     async def one(key: str) -> None:
         request = engine.requests.get(key)
@@ -147,7 +163,19 @@ async def flush(engine: Engine, project: Project, *, everything: bool = False) -
             project.dirty.add(key)
 
     for start in range(0, len(keys), FLUSH_CONCURRENCY):
+        if start and (
+            (deadline is not None and engine.clock() >= deadline)
+            or (until_woken and project.wake.is_set())
+        ):
+            project.dirty.update(keys[start:])
+            return
         await asyncio.gather(*(one(k) for k in keys[start : start + FLUSH_CONCURRENCY]))
+
+
+def _next_slot_in(project: Project) -> float:
+    """Seconds until the project's next Mixpanel call may go (its request budget)."""
+    client = project.client
+    return client.budget.next_slot_in() if isinstance(client, MixpanelClient) else 0.0
 
 
 async def _look_up(engine: Engine, project: Project) -> None:
@@ -374,9 +402,16 @@ async def _gone_members(
 ) -> None:
     """Learn whether members the engine does not hold still exist (after a restart: a
     request deleted while no operator ran). Asked only once kopf has had time to list the
-    requests, so that only the few it did not deliver are looked up."""
-    if not now and engine.clock() - project.loaded_at < engine.settings.orphan_grace:
-        return
+    requests, so that only the few it did not deliver are looked up: ``--orphan-grace`` after
+    the ledger was loaded and after kopf last handed in a request not known before (its
+    listing of thousands takes a while), but no later than ``ORPHAN_GRACE_CAP`` graces after
+    the load (new requests may never stop coming)."""
+    if not now:
+        grace = engine.settings.orphan_grace
+        since_load = engine.clock() - project.loaded_at
+        quiet = engine.clock() - max(project.loaded_at, engine.last_new_request)
+        if quiet < grace and since_load < ORPHAN_GRACE_CAP * grace:
+            return
     for member in task.spec.members:
         uid = member.uid
         if uid in project.gone or uid in project.alive:
@@ -424,7 +459,9 @@ async def _cancel_one(engine: Engine, project: Project) -> bool:
             continue
         assert task.status.tracking_id is not None
         try:
-            await client_of(engine, project).cancel_deletion(task.status.tracking_id)
+            client = client_of(engine, project)
+            await _warm_token(engine, project)
+            await client.cancel_deletion(task.status.tracking_id)
         except NotCancellableError:
             task.cancel_refused = True
             await _task_event(
@@ -609,6 +646,7 @@ async def _send(engine: Engine, project: Project, task: LiveTask, ids: list[list
         if not await _save(engine, task):
             return
     kind = "deletion" if task.is_deletion else "retrieval"
+    await _warm_token(engine, project)
     engine.inflight.add(task.name)
     try:
         outcome = await _call_create(engine, project, client, task, flat, ids)
@@ -725,6 +763,7 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
     task = min(due, key=lambda t: t.next_check)
     client = client_of(engine, project)
     assert task.status.tracking_id is not None
+    await _warm_token(engine, project)
     try:
         if task.is_deletion:
             answer = await client.deletion_status(task.status.tracking_id)
@@ -809,16 +848,9 @@ def client_of(engine: Engine, project: Project) -> MixpanelPort:
         spec.api_base_url, engine.settings.allowed_api_urls
     ):
         raise SecretProblem("APIBaseURLNotAllowed", "spec.apiBaseURL is not allowed")
-    ref = spec.credentials_secret_ref
-    namespace = project.key[1] or engine.settings.operator_namespace
 
     async def token() -> str:
-        cached = project.token_cache
-        if cached and engine.clock() - cached[1] < TOKEN_CACHE_SECONDS:
-            return cached[0]
-        value = await engine.kube.read_secret_key(namespace, ref.name, ref.key)
-        project.token_cache = (value.strip(), engine.clock())
-        return value.strip()
+        return await _oauth_token(engine, project)
 
     project.client = MixpanelClient(
         project_token=spec.token,
@@ -831,6 +863,30 @@ def client_of(engine: Engine, project: Project) -> MixpanelPort:
         max_ids_per_request=spec.max_ids_per_request,
     )
     return project.client
+
+
+async def _oauth_token(engine: Engine, project: Project, *, fresh_for: float = 0.0) -> str:
+    """The OAuth token, read from its Secret unless read less than ``TOKEN_CACHE_SECONDS``
+    ago (and still good for ``fresh_for`` more seconds)."""
+    cached = project.token_cache
+    if cached and engine.clock() + fresh_for - cached[1] < TOKEN_CACHE_SECONDS:
+        return cached[0]
+    assert project.spec is not None
+    ref = project.spec.credentials_secret_ref
+    namespace = project.key[1] or engine.settings.operator_namespace
+    value = (await engine.kube.read_secret_key(namespace, ref.name, ref.key)).strip()
+    project.token_cache = (value, engine.clock())
+    return value
+
+
+async def _warm_token(engine: Engine, project: Project) -> None:
+    """Read the token before the call takes its budget slot, not after: a Secret read
+    between the slot and the send delays the call, and the next one (on time) then reaches
+    Mixpanel less than a second after it, a 429. A failure is left to the call to report."""
+    if not isinstance(project.client, MixpanelClient) or project.spec is None:
+        return
+    with contextlib.suppress(Exception):
+        await _oauth_token(engine, project, fresh_for=_next_slot_in(project) + 1.0)
 
 
 def _brief(err: Exception) -> str:
@@ -938,11 +994,12 @@ async def verify(engine: Engine, project: Project) -> None:
     namespace = project.key[1] or engine.settings.operator_namespace
     ref = spec.credentials_secret_ref
     try:
-        await engine.kube.read_secret_key(namespace, ref.name, ref.key)
+        value = await engine.kube.read_secret_key(namespace, ref.name, ref.key)
     except SecretProblem as err:
         _not_ready(engine, project, err.reason, str(err))
         return
-    project.token_cache = None
+    # Fresh from the Secret (rotation needs no restart), and read before the call's slot.
+    project.token_cache = (value.strip(), engine.clock())
     try:
         await client_of(engine, project).verify_credentials()
     except (AuthenticationError, SecretProblem) as err:

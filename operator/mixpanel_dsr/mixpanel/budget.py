@@ -10,6 +10,9 @@ Slots are reserved in order of arrival: :meth:`RequestBudget.acquire` reserves t
 slot without awaiting (atomic under asyncio), then sleeps until it. Nothing in it is bound to
 an event loop, so one budget may serve several loops (tests) as long as they do not overlap.
 
+A caller woken late (a busy event loop) pushes the next free slot to an interval after it
+really woke, so a late call and the one after it are still ``interval`` apart.
+
 After a 429 the client calls :meth:`RequestBudget.penalize`: no slot is handed out before the
 cool-down ends, also to callers that had already reserved an earlier slot and are still asleep.
 """
@@ -98,7 +101,12 @@ class RequestBudget:
             if slot > now:
                 await self._sleep(slot - now)
             if self._blocked_until <= slot:
-                return self._clock() - start
+                woke = self._clock()
+                # A busy event loop can wake this caller late: the next slot counts from
+                # when it really goes, so that two calls never reach Mixpanel closer
+                # together than the interval.
+                self._next_free = max(self._next_free, woke + self._interval)
+                return woke - start
             # A 429 cool-down began while we slept: our slot is void; queue again after it.
 
     def penalize(self, delay: float) -> None:
