@@ -67,8 +67,10 @@ cluster: controlplane
 sandbox: install
 	$(VENV)/bin/mixpanel-sandbox
 
+# Against an existing cluster instead of a local control plane:
+# make demo DEMO_ARGS="--context kind-dev"
 demo: controlplane
-	$(PY) -m mixpanel_dsr.demo
+	$(PY) -m mixpanel_dsr.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf .venv .tools .local .mypy_cache .ruff_cache .pytest_cache
