@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
             "finished MixpanelTasks are removed this long "
             "after they finished, once their requests are finished or gone",
         ),
+        "receipt-retention": (
+            "receipt_retention",
+            "receipts of finished requests are kept this long after the request finished, "
+            "then removed",
+        ),
         "tick": ("tick", "engine wake-up period"),
     }
     for flag, (attr, text) in durations.items():
@@ -171,6 +176,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         tick=args.tick,
         orphan_grace=args.orphan_grace,
         task_retention=args.task_retention,
+        receipt_retention=args.receipt_retention,
+        watched_namespaces=[] if args.all_namespaces else list(args.namespace),
         max_attempts=args.max_attempts,
         deadline_margin=timedelta(days=args.deadline_margin_days),
     )

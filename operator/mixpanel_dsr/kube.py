@@ -26,6 +26,7 @@ PLURALS = {
     "MixpanelProject": "mixpanelprojects",
     "ClusterMixpanelProject": "clustermixpanelprojects",
     "MixpanelTask": "mixpaneltasks",
+    "DataSubjectRequestReceipt": "datasubjectrequestreceipts",
 }
 FIELD_MANAGER = "mixpanel-dsr-operator"
 #: Every call gives up after this long: (connect, read) seconds.
@@ -276,6 +277,59 @@ class Kube:
             GROUP, VERSION, namespace, PLURALS["MixpanelTask"], body,
         )  # fmt: skip
         return cast(dict[str, Any], made)
+
+    # ------------------------------------------------------------------ receipts
+
+    async def create_receipt(
+        self, namespace: str, name: str, labels: dict[str, str], spec: dict[str, Any]
+    ) -> bool:
+        """Write a receipt; False when one of that name exists already (written before a
+        restart: receipts are never replaced)."""
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "DataSubjectRequestReceipt",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {**labels, "app.kubernetes.io/managed-by": FIELD_MANAGER},
+            },
+            "spec": spec,
+        }
+        try:
+            await self._run(
+                self.custom.create_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURALS["DataSubjectRequestReceipt"], body,
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    async def list_receipts(
+        self, namespace: str | None, continue_token: str | None = None
+    ) -> tuple[list[Any], str]:
+        """One page (500) of the receipts of a namespace (None: of every namespace), and the
+        token of the next page ("" after the last)."""
+        page: dict[str, Any] = {"limit": 500}
+        if continue_token:
+            page["_continue"] = continue_token
+        plural = PLURALS["DataSubjectRequestReceipt"]
+        if namespace is None:
+            found = await self._run(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, plural, **page
+            )
+        else:
+            found = await self._run(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                **page,
+            )  # fmt: skip
+        return list(found.get("items", [])), str(
+            (found.get("metadata") or {}).get("continue") or ""
+        )
+
+    async def delete_receipt(self, namespace: str, name: str) -> None:
+        await self._delete("DataSubjectRequestReceipt", namespace, name)
 
     async def delete_task(self, namespace: str, name: str) -> None:
         await self._delete("MixpanelTask", namespace, name)

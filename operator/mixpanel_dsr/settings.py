@@ -128,5 +128,10 @@ class Settings:
     #: Finished MixpanelTasks are removed this long after they finished, once every request
     #: they served is finished or gone.
     task_retention: float = 90 * 86400.0
+    #: Receipts of finished requests are kept this long after the request finished (six
+    #: years: limitation periods for claims run up to six years in much of Europe).
+    receipt_retention: float = 6 * 365 * 86400.0
+    #: The namespaces the operator watches; empty: every namespace.
+    watched_namespaces: list[str] = field(default_factory=list)
     #: Engine wake-up period.
     tick: float = 1.0

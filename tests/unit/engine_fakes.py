@@ -77,6 +77,7 @@ class MemoryKube:
         self.projects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.events: list[tuple[str, str, str]] = []
+        self.receipts: dict[tuple[str, str], dict[str, Any]] = {}
         self.writes = 0
         #: Every phase each request's status showed, in order.
         self.phases: dict[str, list[str]] = {}
@@ -204,6 +205,29 @@ class MemoryKube:
     async def delete_request(self, namespace: str, name: str) -> None:
         self.requests.pop((namespace, name), None)
         self.steps.tick(f"delete request {name}")
+
+    async def create_receipt(
+        self, namespace: str, name: str, labels: dict[str, str], spec: dict[str, Any]
+    ) -> bool:
+        if (namespace, name) in self.receipts:
+            self.steps.tick(f"receipt {name} exists")
+            return False
+        self.writes += 1
+        self.receipts[(namespace, name)] = {
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": copy.deepcopy(spec),
+        }
+        self.steps.tick(f"create receipt {name}")
+        return True
+
+    async def list_receipts(
+        self, namespace: str | None, continue_token: str | None = None
+    ) -> tuple[list[Any], str]:
+        found = [r for (ns, _), r in self.receipts.items() if namespace in (None, ns)]
+        return copy.deepcopy(found), ""
+
+    async def delete_receipt(self, namespace: str, name: str) -> None:
+        self.receipts.pop((namespace, name), None)
 
     async def event(
         self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from mixpanel_dsr import receipts
 from tests.unit.engine_fakes import NS, Crash, World
+
+KEY = b"installation-key"
 
 N_REQUESTS = 12
 
@@ -52,6 +55,26 @@ def check_invariants(world: World, asked: dict[str, list[str]]) -> None:
         assert status["idsDone"] == len(ids)
         # Invariant 8: done only where a task holding the id reached SUCCESS.
         assert set(ids) <= succeeded
+        check_receipt(world, name, ids)
+
+
+def check_receipt(world: World, name: str, ids: list[str]) -> None:
+    """A finished request has exactly one receipt per outcome, sealed with the installation's
+    key, and it says which Mixpanel task erased each of its ids."""
+    mine = [r for r in world.kube.receipts.values() if r["spec"]["request"]["name"] == name]
+    outcomes = [r["spec"]["outcome"] for r in mine]
+    assert outcomes.count("Succeeded") == 1, (name, outcomes)
+    assert all(receipts.verify(KEY, r["spec"]) for r in mine), name
+    final = next(r for r in mine if r["spec"]["outcome"] == "Succeeded")
+    assert final["spec"]["idCount"] == len(ids)
+    for distinct_id in ids:
+        found = receipts.find_id(KEY, [final], distinct_id)
+        assert [f.done for f in found] == [True], (name, found)
+        task = world.kube.tasks[(NS, found[0].task)]
+        assert task["status"]["phase"] == "Succeeded"
+        assert found[0].tracking_id == task["status"]["trackingId"]
+        assert distinct_id in world.mixpanel.tasks[task["status"]["trackingId"]].ids
+    assert "person-" not in repr(mine)
 
 
 async def count_steps() -> int:
@@ -303,6 +326,15 @@ async def test_a_retry_annotation_sends_a_failed_requests_failed_ids_again() -> 
     assert status["lastRetry"]["token"] == "2026-12-01T10:00:00Z"
     assert world.mixpanel.creates[creates:] == [("person-1",)]
     assert ("r1", "Retrying") in [(n, r) for n, r, _ in world.kube.events]
+    # Both outcomes keep their receipt: the failure before the retry, and the success.
+    kept = {
+        r["spec"]["outcome"]: r for r in world.kube.receipts.values()
+        if r["spec"]["request"]["name"] == "r1"
+    }  # fmt: skip
+    assert sorted(kept) == ["Failed", "Succeeded"]
+    assert kept["Succeeded"]["spec"]["retry"] == "2026-12-01T10:00:00Z"
+    failed = receipts.find_id(KEY, [kept["Failed"]], "person-1")
+    assert [(f.done, f.task_phase) for f in failed] == [(False, "Failed")]
     # The same value again changes nothing.
     await world.deliver(world.kube.requests[(NS, "r1")])
     await world.run(30, until_finished=False)

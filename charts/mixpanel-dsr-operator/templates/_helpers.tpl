@@ -77,6 +77,11 @@ app.kubernetes.io/part-of: mixpanel-dsr-operator
 - apiGroups: [mixpaneldsr.io]
   resources: [mixpaneltasks]
   verbs: [list, create, delete]
+# Receipts: one per finished request, written before its final status, never changed,
+# removed after receipt retention (operator.receiptRetention).
+- apiGroups: [mixpaneldsr.io]
+  resources: [datasubjectrequestreceipts]
+  verbs: [list, create, delete]
 # Write status: requests' phase, conditions, counts and task references; projects'
 # readiness; tasks' Mixpanel state.
 - apiGroups: [mixpaneldsr.io]

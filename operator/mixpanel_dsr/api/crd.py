@@ -17,6 +17,7 @@ from mixpanel_dsr.api import GROUP, VERSION
 from mixpanel_dsr.api.models import (
     ClusterMixpanelProject,
     DataSubjectRequest,
+    DataSubjectRequestReceipt,
     MixpanelProject,
     MixpanelTask,
 )
@@ -86,7 +87,8 @@ def _root_schema(model: type[BaseModel]) -> Schema:
     schema = structural_schema(model)
     description = schema.pop("description", None)
     properties = schema["properties"]
-    properties["status"].setdefault("description", "Observed state, written by the operator.")
+    if "status" in properties:
+        properties["status"].setdefault("description", "Observed state, written by the operator.")
     properties["spec"].setdefault("description", "Desired state.")
     return {
         "type": "object",
@@ -141,6 +143,19 @@ _TASK_COLUMNS = [
 ]
 
 
+_RECEIPT_COLUMNS = [
+    _column("Request", ".spec.request.name"),
+    _column("Type", ".spec.type"),
+    _column("Project", ".spec.project.name"),
+    _column("Outcome", ".spec.outcome"),
+    _column("Ids", ".spec.idCount", "integer"),
+    _column("Completed", ".spec.completedAt"),
+    _column("Deadline Met", ".spec.deadlineMet", "boolean"),
+    _column("Part", ".spec.part", "integer", priority=1),
+    _column("Retain Until", ".spec.retainUntil", priority=1),
+]
+
+
 def _crd(
     model: type[BaseModel],
     *,
@@ -149,7 +164,18 @@ def _crd(
     short: str,
     scope: str,
     columns: list[Schema],
+    status: bool = True,
 ) -> Schema:
+    version: Schema = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": columns,
+        "schema": {"openAPIV3Schema": _root_schema(model)},
+    }
+    if not status:
+        del version["subresources"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -168,16 +194,7 @@ def _crd(
                 "shortNames": [short],
                 "categories": ["privacy"],
             },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": columns,
-                    "schema": {"openAPIV3Schema": _root_schema(model)},
-                }
-            ],
+            "versions": [version],
         },
     }
 
@@ -216,6 +233,15 @@ def all_crds() -> dict[str, Schema]:
             short="mpt",
             scope="Namespaced",
             columns=_TASK_COLUMNS,
+        ),
+        "datasubjectrequestreceipts.yaml": _crd(
+            DataSubjectRequestReceipt,
+            kind="DataSubjectRequestReceipt",
+            plural="datasubjectrequestreceipts",
+            short="dsrr",
+            scope="Namespaced",
+            columns=_RECEIPT_COLUMNS,
+            status=False,
         ),
     }
 

@@ -237,6 +237,11 @@ class MixpanelProjectSpec(Model):
         "The admission policy shipped in crds/ checks who sets them and that the approver "
         "may approve (RBAC verb approve on datasubjectrequests).",
     )
+    receipts: ReceiptPolicy | None = Field(
+        default=None,
+        description="What the receipt of each finished request copies from the request (ticket "
+        "labels and annotations); receipts are written whatever this says.",
+    )
     api_base_url: str | None = Field(
         default=None,
         alias="apiBaseURL",
@@ -267,6 +272,32 @@ class ApprovalPolicy(Model):
         description="The request types that need a second person's approval before anything "
         "is sent to Mixpanel (default Deletion).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+#: Annotations never copied into a receipt: kubectl's copy of the manifest holds inline ids.
+NEVER_COPIED = ("kubectl.kubernetes.io/last-applied-configuration",)
+LABEL_KEY_OR_PREFIX = (
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+)
+
+
+class ReceiptPolicy(Model):
+    """Which of a request's labels and annotations its receipt keeps (e.g. the ticket id)."""
+
+    copy_labels: list[Annotated[str, Field(max_length=317, pattern=LABEL_KEY_OR_PREFIX)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Label keys to copy; a key ending in '/' copies every label under that "
+        "prefix (e.g. privacy.example.com/).",
+    )
+    copy_annotations: list[Annotated[str, Field(max_length=317, pattern=LABEL_KEY_OR_PREFIX)]] = (
+        Field(
+            default_factory=list,
+            max_length=32,
+            description="Annotation keys to copy, as copyLabels. kubectl's last-applied-"
+            "configuration is never copied (it can hold inline ids).",
+        )
     )
 
 
@@ -791,3 +822,154 @@ class MixpanelTask(Model):
 
     spec: MixpanelTaskSpec
     status: MixpanelTaskStatus | None = None
+
+
+# --------------------------------------------------------------------------- receipts
+
+#: A digest field holds at most one task's ids (2,000 x 8 bytes, base64).
+DIGESTS_FIELD_CHARS = 4 * ((MAX_IDS_PER_REQUEST * 8 + 2) // 3)
+#: Tasks plus chunks of unsent digests in one receipt object (about 540 KB at most).
+MAX_RECEIPT_ITEMS = 25
+
+
+class RequestIdentity(Model):
+    """Which DataSubjectRequest a receipt is about."""
+
+    namespace: str = Field(max_length=63, description="Namespace of the request.")
+    name: str = Field(max_length=253, description="Name of the request.")
+    uid: str = Field(max_length=64, description="metadata.uid of the request.")
+
+
+class ReceiptProject(Model):
+    """The project the request was carried out against."""
+
+    kind: Literal["MixpanelProject", "ClusterMixpanelProject"] = Field(
+        description="MixpanelProject or ClusterMixpanelProject."
+    )
+    name: str = Field(max_length=253, description="Name of the project object.")
+    region: Region | None = Field(
+        default=None, description="Data residency region the calls went to."
+    )
+    token: str | None = Field(
+        default=None, max_length=256, description="The Mixpanel project token (public)."
+    )
+
+
+class ReceiptTask(Model):
+    """One Mixpanel task that held some of the request's ids."""
+
+    name: str = Field(max_length=253, description="Name of the MixpanelTask object.")
+    tracking_id: str | None = Field(
+        default=None, max_length=256, description="Mixpanel's tracking id."
+    )
+    phase: TaskPhase = Field(description="Where the task ended (Succeeded: its ids are done).")
+    mixpanel_state: TaskState | None = Field(
+        default=None, description="The state Mixpanel last reported."
+    )
+    submitted_at: datetime | None = Field(
+        default=None, description="When Mixpanel accepted the task."
+    )
+    completed_at: datetime | None = Field(
+        default=None, description="When the task reached its final phase (SUCCESS time)."
+    )
+    id_count: int = Field(ge=0, description="How many of this request's ids the task held.")
+    id_digests: str = Field(
+        default="",
+        max_length=DIGESTS_FIELD_CHARS,
+        description="Keyed digests of those ids: base64 of sorted 8-byte HMAC-SHA256 prefixes "
+        "under the installation's key (kubectl dsr receipts --check-id).",
+    )
+
+
+class ReceiptSpec(Model):
+    """What happened to one request: written once by the operator when the request finished."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self == oldSelf", "a receipt is immutable: it is the record an auditor reads")
+        )
+    )
+
+    request: RequestIdentity = Field(description="The request this receipt is about.")
+    part: int = Field(
+        default=1, ge=1, description="Which part this is (long requests take several)."
+    )
+    parts: int = Field(default=1, ge=1, description="How many parts the receipt has.")
+    project: ReceiptProject = Field(description="The Mixpanel project and its region.")
+    type: RequestType = Field(description="Deletion or Retrieval.")
+    compliance_type: ComplianceType = Field(description="GDPR or CCPA.")
+    disclosure_type: DisclosureType | None = Field(
+        default=None, description="For CCPA retrievals: Data, Categories or Sources."
+    )
+    labels: dict[str, str] | None = Field(
+        default=None, description="The request's labels the project chose to copy."
+    )
+    annotations: dict[str, str] | None = Field(
+        default=None, description="The request's annotations the project chose to copy."
+    )
+    requested_by: str | None = Field(
+        default=None, max_length=256, description="Who asked (spec.requestedBy)."
+    )
+    approved_by: str | None = Field(
+        default=None, max_length=256, description="Who approved (spec.approvedBy)."
+    )
+    approved_at: datetime | None = Field(
+        default=None, description="When the operator first saw the approval."
+    )
+    received_at: datetime = Field(
+        description="When the person asked (spec.receivedAt, else the request's creation)."
+    )
+    deadline: datetime = Field(description="The statutory deadline.")
+    completed_at: datetime = Field(description="When the request finished.")
+    deadline_met: bool = Field(
+        description="True when the request Succeeded at or before its deadline."
+    )
+    outcome: Phase = Field(description="Succeeded, Failed or Cancelled.")
+    reason: str | None = Field(
+        default=None, max_length=128, description="The Ready condition's reason at the end."
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="The Ready condition's message at the end."
+    )
+    retry: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The retry (annotation mixpaneldsr.io/retry) this outcome followed, if any.",
+    )
+    id_count: int = Field(ge=0, description="Distinct ids in the request.")
+    ids_done: int = Field(ge=0, description="Ids under a task that reached SUCCESS.")
+    ids_digest: str | None = Field(
+        default=None,
+        max_length=80,
+        description="Keyed digest of the whole id list (the request's status.idsDigest).",
+    )
+    tasks: list[ReceiptTask] = Field(
+        default_factory=list,
+        max_length=MAX_RECEIPT_ITEMS,
+        description="The Mixpanel tasks that held the request's ids (this part's), oldest "
+        "first: for an id held by several, the last one tells its outcome.",
+    )
+    unsent_id_digests: list[Annotated[str, Field(max_length=DIGESTS_FIELD_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_RECEIPT_ITEMS,
+        description="Keyed digests (as in tasks, in chunks) of ids no task held.",
+    )
+    digest_algorithm: Literal["hmac-sha256-64"] = Field(
+        default="hmac-sha256-64",
+        description="How id digests are made: the first 8 bytes of HMAC-SHA256(key, id).",
+    )
+    issued_at: datetime = Field(description="When the operator wrote the receipt.")
+    retain_until: datetime = Field(
+        description="After this the operator removes the receipt (--receipt-retention)."
+    )
+    seal: str = Field(
+        max_length=80,
+        description="HMAC-SHA256 of this spec (without seal) under the installation's key: "
+        "a receipt not written by the operator, or altered, does not verify.",
+    )
+
+
+class DataSubjectRequestReceipt(Model):
+    """The immutable record of a finished request, for auditors (short name dsrr)."""
+
+    spec: ReceiptSpec

@@ -77,7 +77,14 @@ def render() -> str:
             "",
             "| field | type | constraints | description |",
             "|---|---|---|---|",
-            *_rows({"properties": {k: root["properties"][k] for k in ("spec", "status")}}, ""),
+            *_rows(
+                {
+                    "properties": {
+                        k: v for k, v in root["properties"].items() if k in ("spec", "status")
+                    }
+                },
+                "",
+            ),
             "",
         ]
         rules = _rules(root["properties"]["spec"])

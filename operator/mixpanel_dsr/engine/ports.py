@@ -46,6 +46,16 @@ class KubePort(Protocol):
 
     async def delete_request(self, namespace: str, name: str) -> None: ...
 
+    async def create_receipt(
+        self, namespace: str, name: str, labels: dict[str, str], spec: dict[str, Any]
+    ) -> bool: ...
+
+    async def list_receipts(
+        self, namespace: str | None, continue_token: str | None = None
+    ) -> tuple[list[Any], str]: ...
+
+    async def delete_receipt(self, namespace: str, name: str) -> None: ...
+
     async def event(
         self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None: ...

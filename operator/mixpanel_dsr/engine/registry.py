@@ -14,6 +14,7 @@ import httpx
 from mixpanel_dsr import metrics
 from mixpanel_dsr.api import GROUP
 from mixpanel_dsr.api.models import (
+    NEVER_COPIED,
     ApprovalRecord,
     ClusterMixpanelProject,
     DataSubjectRequest,
@@ -25,6 +26,8 @@ from mixpanel_dsr.api.models import (
 from mixpanel_dsr.conditions import get_condition
 from mixpanel_dsr.deadlines import deadline
 from mixpanel_dsr.engine.ports import KubePort
+from mixpanel_dsr.engine.receipts import issue as issue_receipt
+from mixpanel_dsr.engine.receipts import sweep as sweep_receipts
 from mixpanel_dsr.engine.state import (
     FINISHED,
     Finished,
@@ -61,6 +64,23 @@ def project_key_of(spec_ref_kind: str, namespace: str, name: str) -> ProjectKey:
     if spec_ref_kind == "ClusterMixpanelProject":
         return ("ClusterMixpanelProject", None, name)
     return ("MixpanelProject", namespace, name)
+
+
+#: Annotations longer than this are not kept in memory (nor copied into receipts).
+MAX_KEPT_ANNOTATION = 1024
+#: How often receipts past their retention are looked for.
+RECEIPT_SWEEP_SECONDS = 3600.0
+
+
+def _metadata_maps(meta: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """A request's labels and its small annotations (kubectl's copy of the manifest,
+    which can hold thousands of inline ids, is left out)."""
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if len(v) <= MAX_KEPT_ANNOTATION and k not in NEVER_COPIED
+    }
+    return dict(meta.get("labels") or {}), annotations
 
 
 def _carried(status: DataSubjectRequestStatus) -> Coverage:
@@ -252,6 +272,7 @@ class Engine:
         if known is None or known.uid != meta["uid"]:
             self.last_new_request = self.clock()
         if existing and existing.uid == meta["uid"]:
+            existing.labels, existing.annotations = _metadata_maps(meta)
             if retry != existing.retry_token:
                 existing.retry_token = retry
                 project = self.project(existing.project)
@@ -312,6 +333,7 @@ class Engine:
             waiting_since=self.clock(),
             retry_token=retry,
         )
+        request.labels, request.annotations = _metadata_maps(meta)
         self.requests[key] = request
         project = self.project(request.project)
         project.members.add(key)
@@ -443,6 +465,14 @@ class Engine:
             project.waiting.discard(request.key)
         if after.to_wire() == before.to_wire():
             return
+        if after.phase in FINISHED and before.phase not in FINISHED and not dry_run:
+            # The receipt first: once the finished status is written the request is
+            # forgotten. ReceiptWriteFailed leaves the status unwritten for a later pass.
+            await issue_receipt(
+                self.kube, self.key, project, request, after,
+                deadline=self.deadline_of(request), now=self.wall(),
+                retention=self.settings.receipt_retention,
+            )  # fmt: skip
         request.status = after
         if retrying:
             await self.event(
@@ -554,9 +584,13 @@ class Engine:
     # ------------------------------------------------------------------ housekeeping
 
     async def _housekeeping(self) -> None:
+        next_sweep = self.clock() + 60.0
         while True:
             try:
                 await self.refresh()
+                if self.clock() >= next_sweep:
+                    next_sweep = self.clock() + RECEIPT_SWEEP_SECONDS
+                    await sweep_receipts(self.kube, self.wall(), self.settings.watched_namespaces)
             except asyncio.CancelledError:
                 raise
             except Exception:

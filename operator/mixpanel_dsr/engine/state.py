@@ -57,6 +57,9 @@ class Request:
     next_resolve: float = 0.0
     #: The value of the annotation mixpaneldsr.io/retry as last seen.
     retry_token: str | None = None
+    #: The request's labels and (small) annotations, for its receipt to copy from.
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_deletion(self) -> bool:
