@@ -48,7 +48,7 @@ class PluginError(Exception):
 # --------------------------------------------------------------------------- distinct ids
 
 
-def _check(where: str, value: str) -> str:
+def check_id(where: str, value: str) -> str:
     """One id, stripped as the operator strips it, checked by parse_id_list's rules."""
     value = value.strip()
     if not value:
@@ -62,7 +62,7 @@ def _check(where: str, value: str) -> str:
 
 def ids_from_args(values: Sequence[str]) -> list[str]:
     """Ids given with ``--id``, in order (repeats kept: see :func:`distinct_ids`)."""
-    return [_check(f"--id number {n}", v) for n, v in enumerate(values, 1)]
+    return [check_id(f"--id number {n}", v) for n, v in enumerate(values, 1)]
 
 
 def ids_from_text(text: str) -> list[str]:
@@ -79,8 +79,10 @@ def ids_from_text(text: str) -> list[str]:
             raise PluginError(f"line {err.lineno}: not a valid JSON array") from None
         if not isinstance(data, list) or not all(isinstance(i, str) for i in data):
             raise PluginError("the JSON array must hold only strings")
-        return [_check(f"array index {n}", v) for n, v in enumerate(data)]
-    return [_check(f"line {n}", line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+        return [check_id(f"array index {n}", v) for n, v in enumerate(data)]
+    return [
+        check_id(f"line {n}", line) for n, line in enumerate(text.split("\n"), 1) if line.strip()
+    ]
 
 
 def ids_from_csv(text: str, column: str) -> list[str]:
@@ -108,7 +110,7 @@ def ids_from_csv(text: str, column: str) -> list[str]:
                 continue
             if index >= len(record):
                 raise PluginError(f"row {row}: no value in column {column!r}")
-            ids.append(_check(f"row {row}", record[index]))
+            ids.append(check_id(f"row {row}", record[index]))
     except csv.Error as err:
         raise PluginError(f"row {row + 1}: not valid CSV ({err})") from None
     return ids
@@ -167,7 +169,7 @@ class NewRequest:
         return f"{self.name}-ids"
 
 
-def _describe(err: ValidationError) -> str:
+def describe_invalid(err: ValidationError) -> str:
     """pydantic's complaints by field, without the offending input (it may be an id)."""
     return "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
 
@@ -212,7 +214,7 @@ def build_manifests(req: NewRequest, ids: Sequence[str]) -> list[dict[str, Any]]
     try:
         wire = DataSubjectRequestSpec.model_validate(spec).to_wire()
     except ValidationError as err:
-        raise PluginError(_describe(err)) from None
+        raise PluginError(describe_invalid(err)) from None
     wire.pop("dryRun", None)
     request = {
         "apiVersion": API_VERSION,
@@ -635,7 +637,7 @@ _kubectl_dsr() {{
   done
   case "$prev" in
 {chr(10).join(choice_lines)}
-    --kubeconfig|--ids-file|--csv) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --kubeconfig|--ids-file|--csv|--dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   case "$cmd" in
     "") COMPREPLY=($(compgen -W "{names} {" ".join(top_flags)}" -- "$cur")); return ;;
