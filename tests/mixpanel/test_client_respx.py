@@ -949,3 +949,29 @@ async def test_token_source_error_propagates(
     with pytest.raises(LookupError):
         await make_client(oauth_token=broken).deletion_status("t")
     assert route.call_count == 0
+
+
+async def test_html_error_page_is_one_short_line_in_the_error(
+    client: MixpanelClient, respx_mock: respx.MockRouter
+) -> None:
+    """A proxy's HTML page (here refusing a create with 413) never lands whole in an error that
+    may reach a status message: only its title."""
+    page = "<html><head><title>413 Request Entity Too Large</title></head><body>" + "x" * 4000
+    respx_mock.post(DEL).mock(return_value=httpx.Response(413, html=page + "</body></html>"))
+    with pytest.raises(InvalidRequestError) as info:
+        await client.create_deletion(IDS)
+    assert str(info.value) == "create_deletion: HTTP 413: HTML page: 413 Request Entity Too Large"
+    assert_clean(info.value)
+
+
+async def test_empty_answer_to_a_create_is_ambiguous_and_to_a_status_is_retried(
+    client: MixpanelClient, respx_mock: respx.MockRouter
+) -> None:
+    create = respx_mock.post(DEL).mock(side_effect=[httpx.Response(200), created()])
+    with pytest.raises(AmbiguousCreateError):
+        await client.create_deletion(IDS)
+    assert create.call_count == 1
+    ok = httpx.Response(200, json={"results": {"status": "PENDING"}})
+    status = respx_mock.get(f"{DEL}t").mock(side_effect=[httpx.Response(200), ok])
+    assert (await client.deletion_status("t")).state is TaskState.PENDING
+    assert status.call_count == 2

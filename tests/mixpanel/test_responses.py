@@ -229,3 +229,19 @@ def test_error_non_json_and_odd_shapes() -> None:
     assert parse_error(b"[1,2]").text is None
     assert parse_error(b'"plain"').text == "plain"
     assert parse_error(b'{"status":"error"}').text is None
+
+
+def test_error_pages_that_are_not_json_give_one_short_line() -> None:
+    page = (
+        b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        b"</body>\r\n</html>\r\n"
+    )
+    assert parse_error(page).text == "HTML page: 502 Bad Gateway"
+    untitled = b"<!DOCTYPE html><html><body><h1>Service\n  Unavailable</h1></body></html>"
+    assert parse_error(untitled).text == "HTML page: Service Unavailable"
+    assert parse_error(b"<html></html>").text == "HTML page"
+    long = parse_error(b"x" * 5000).text
+    assert long is not None
+    assert len(long) == 200
+    assert parse_error(b"upstream\r\n  timed out\n").text == "upstream timed out"

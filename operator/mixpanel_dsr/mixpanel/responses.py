@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -210,6 +211,30 @@ def parse_status(payload: Any) -> TaskStatus:
     )
 
 
+#: Longest error text kept from a body that is not JSON.
+MAX_PLAIN_ERROR = 200
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _plain_text(body: bytes) -> str | None:
+    """What a body that is not JSON says, in one short line: the title of an HTML page (a
+    proxy's or load balancer's error page), else the text with its whitespace folded."""
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        return None
+    if text.startswith("<"):
+        title = _TITLE.search(text)
+        inner = title.group(1) if title else _TAG.sub(" ", text)
+        folded = " ".join(inner.split())
+        text = f"HTML page: {folded}" if folded else "HTML page"
+    else:
+        text = " ".join(text.split())
+    if len(text) > MAX_PLAIN_ERROR:
+        text = text[: MAX_PLAIN_ERROR - 1] + "…"
+    return text
+
+
 def parse_error(body: bytes) -> ErrorBody:
     """What an error response said, from ``{"status":"error","error":...}`` or plain text.
 
@@ -219,8 +244,7 @@ def parse_error(body: bytes) -> ErrorBody:
     try:
         payload = parse_json(body)
     except ResponseShapeError:
-        plain = body.decode("utf-8", "replace").strip()
-        return ErrorBody(text=plain or None)
+        return ErrorBody(text=_plain_text(body))
     if isinstance(payload, str):
         return ErrorBody(text=payload or None)
     if not isinstance(payload, Mapping):
