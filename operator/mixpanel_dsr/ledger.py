@@ -499,7 +499,19 @@ def after_poll(
     if phase.terminal:
         updates["completion_time"] = now
         updates["message"] = _STATE_MESSAGES.get(state)
+    elif state is TaskState.UNKNOWN:
+        updates["message"] = _UNKNOWN_MESSAGE
+    elif st.message == _UNKNOWN_MESSAGE:
+        updates["message"] = None
     return _with(st, **updates)
+
+
+#: While Mixpanel answers UNKNOWN (or a state the operator does not know, read as UNKNOWN).
+_UNKNOWN_MESSAGE = (
+    "Mixpanel did not tell the task's state (UNKNOWN, or a state this operator does not "
+    "know); it is asked again at the polling pace. If it lasts for days, ask Mixpanel "
+    "support about the tracking id"
+)
 
 
 _CANCELLED_FOR_DELETION = (

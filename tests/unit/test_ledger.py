@@ -179,6 +179,18 @@ def test_after_poll(before: str, state: TaskState, phase: TaskPhase) -> None:
     assert (status.completion_time is not None) == phase.terminal
 
 
+def test_unknown_says_so_while_it_lasts() -> None:
+    task = make_task(1, "Submitted", [("a", 0, 1, 1)], trackingId="mp-1", mixpanelState="PENDING")
+    unknown = after_poll(task, TaskState.UNKNOWN, NOW)
+    assert unknown is not None
+    assert unknown.message is not None
+    assert "asked again" in unknown.message
+    task.status = unknown
+    known = after_poll(task, TaskState.STARTED, NOW)
+    assert known is not None
+    assert known.message is None
+
+
 def test_an_unchanged_state_writes_nothing_until_checked_at_is_an_hour_old() -> None:
     task = make_task(1, "Submitted", [("a", 0, 1, 1)], mixpanelState="PENDING", checkedAt=NOW)
     assert after_poll(task, TaskState.PENDING, NOW + timedelta(minutes=59)) is None
