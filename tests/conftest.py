@@ -54,6 +54,7 @@ def control_plane() -> Iterator[ControlPlane]:
             "crd/mixpanelprojects.mixpaneldsr.io",
             "crd/clustermixpanelprojects.mixpaneldsr.io",
             "crd/mixpaneltasks.mixpaneldsr.io",
+            "crd/datasubjectrequestreceipts.mixpaneldsr.io",
         )  # fmt: skip
         yield plane
 

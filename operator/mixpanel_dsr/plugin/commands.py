@@ -24,7 +24,7 @@ from urllib3.exceptions import HTTPError as TransportError
 from mixpanel_dsr import __version__
 from mixpanel_dsr.api import GROUP, VERSION
 from mixpanel_dsr.api.models import RequestType
-from mixpanel_dsr.plugin import core, intake_command
+from mixpanel_dsr.plugin import core, intake_command, receipts_command
 from mixpanel_dsr.plugin.cluster import (
     DSR_KIND,
     DSR_PLURAL,
@@ -627,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=cmd_cancel, command_parser=cancel)
 
     intake_command.add_parser(subs, _connection_flags)
+    receipts_command.add_parser(subs, _connection_flags)
 
     completion = subs.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=["bash", "zsh"])
