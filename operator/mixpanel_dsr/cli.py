@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
             "create_retry_max",
             "longest wait before an unanswered create is sent again",
         ),
+        "export-link-ttl": (
+            "export_link_ttl",
+            "how long Mixpanel's export link is valid after the retrieval finished",
+        ),
+        "export-link-warning": (
+            "export_link_warning",
+            "ExportLinkExpiring this long before a retrieval's export link expires",
+        ),
         "orphan-grace": (
             "orphan_grace",
             "after a start, wait this long before looking up "
@@ -172,6 +180,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         verify_interval=args.verify_interval,
         retry_interval=args.retry_interval,
         create_retry_max=args.create_retry_max,
+        export_link_ttl=args.export_link_ttl,
+        export_link_warning=args.export_link_warning,
         key_secret=args.key_secret,
         tick=args.tick,
         orphan_grace=args.orphan_grace,

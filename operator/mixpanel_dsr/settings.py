@@ -116,6 +116,10 @@ class Settings:
     retry_interval: float = 30.0
     #: TokenExpiring when the OAuth token expires within this.
     token_warning: timedelta = timedelta(days=30)
+    #: How long Mixpanel's export link stays valid after the retrieval finished (14 days).
+    export_link_ttl: float = 14 * 86400.0
+    #: ExportLinkExpiring turns True this long before the export link expires.
+    export_link_warning: float = 3 * 86400.0
     #: Longest wait before a create that was not answered (or was refused for now) is tried
     #: again; the wait doubles from ``retry_interval`` up to this.
     create_retry_max: float = 3600.0

@@ -25,6 +25,7 @@ from mixpanel_dsr.api.models import (
 )
 from mixpanel_dsr.conditions import get_condition
 from mixpanel_dsr.deadlines import deadline
+from mixpanel_dsr.engine.export_links import ExportLinks
 from mixpanel_dsr.engine.ports import KubePort
 from mixpanel_dsr.engine.receipts import issue as issue_receipt
 from mixpanel_dsr.engine.receipts import sweep as sweep_receipts
@@ -137,6 +138,7 @@ class Engine:
             event_hooks={"response": [self._count_response]},
         )
         self._housekeeper: asyncio.Task[None] | None = None
+        self.export_links = ExportLinks(settings.export_link_ttl, settings.export_link_warning)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -615,9 +617,12 @@ class Engine:
                 project = self.projects.get(request.project)
                 if project is not None:
                     project.dirty.add(request.key)  # DeadlineAtRisk moves with time
+        self.export_links.keep_only(self.finished)
         for key, done in list(self.finished.items()):
             phases[done.phase.value] += 1
             await self._expire(key, done, now)
+            if key in self.finished:
+                await self.export_links.check(self.kube, self.projects, key, done, now)
         for phase_name, count in phases.items():
             metrics.REQUESTS.labels(phase_name).set(count)
         for state, count in risk.items():
