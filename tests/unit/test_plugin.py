@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,9 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from mixpanel_dsr.mixpanel.types import ComplianceType
 from mixpanel_dsr.planning import parse_id_list
-from mixpanel_dsr.plugin import core
+from mixpanel_dsr.plugin import core, intake
 from mixpanel_dsr.plugin.commands import api_message, main
 from mixpanel_dsr.plugin.core import NewRequest, PluginError
 
@@ -462,3 +464,351 @@ def test_ids_files_are_read_as_the_operator_reads_an_ids_secret() -> None:
     assert ids == ["keep\u2028this", "nel\x85end", "last"]
     assert parse_id_list("\n".join(ids)) == ids
     assert parse_id_list(text) == ids
+
+
+# --------------------------------------------------------------------------- intake
+
+INTAKE_NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+HEADER = "ticket,type,compliance type,distinct ids,received date\n"
+
+
+def plan_of(text: str, **kw: Any) -> intake.Plan:
+    return intake.read_plan(text, intake.Options(**{"project": "web", **kw}), INTAKE_NOW)
+
+
+def errors_of(text: str, **kw: Any) -> list[str]:
+    return [str(e) for e in plan_of(text, **kw).errors]
+
+
+def header_error(text: str) -> str:
+    with pytest.raises(intake.IntakeError) as caught:
+        plan_of(text)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Ticket,Type,Compliance Type,Distinct IDs,Received Date",
+        "ticket_id,request_type,compliance,distinct_id,received_at",
+        "Issue key,DSR type,Law,Distinct ID(s),Date received",
+        "Case ID,Request-Type,Regulation,distinctIds,Received On",
+    ],
+)
+def test_intake_accepts_the_usual_header_names(header: str) -> None:
+    plan = plan_of(f"{header}\nPRIV-1,erase,CCPA,u1,2026-11-01\n")
+    [request] = plan.requests
+    assert (request.ticket, request.type, request.compliance, request.ids) == (
+        "PRIV-1", "Deletion", "CCPA", ("u1",),
+    )  # fmt: skip
+
+
+def test_intake_groups_rows_by_ticket_and_splits_cells_at_the_separator() -> None:
+    text = HEADER + (
+        "PRIV-1,Deletion,GDPR,a1; a2 ;,2026-11-01\n"
+        "PRIV-2,Retrieval,CCPA,b1,2026-11-20T10:00:00+01:00\n"
+        "\n"
+        ",,,,\n"
+        "PRIV-1,delete,gdpr,a3;a1,2026-11-01T00:00:00Z\n"  # same ticket, same meaning
+        "PRIV-3,erasure,,a2,2026-10-01\n"  # blank compliance: --compliance
+    )
+    plan = plan_of(text, compliance=ComplianceType.CCPA)
+    assert plan.errors == ()
+    assert (plan.rows, plan.tickets, plan.repeated_ids, plan.shared_ids) == (4, 3, 1, 1)
+    erase, access, other = plan.requests
+    assert (erase.name, erase.ids, erase.rows) == ("priv-1-erase", ("a1", "a2", "a3"), (2, 6))
+    assert (access.name, access.type, access.compliance) == ("priv-2-access", "Retrieval", "CCPA")
+    assert access.received_at == datetime(2026, 11, 20, 9, 0, tzinfo=UTC)  # kept in UTC
+    assert (other.compliance, other.deadline) == ("CCPA", datetime(2026, 11, 15, tzinfo=UTC))
+    assert plan_of(HEADER + "T-1,erase,,a|b,2026-11-01\n", separator="|").requests[0].ids == (
+        "a", "b",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ("PRIV-1,wipe,GDPR,u,2026-11-01", ["row 2, column 'type': not a request type"]),
+        ("PRIV-1,,GDPR,u,2026-11-01", ["row 2, column 'type': empty type"]),
+        ("PRIV-1,erase,HIPAA,u,2026-11-01", ["row 2, column 'compliance type': not a compliance"]),
+        ("PRIV-1,erase,GDPR,u,28/11/2026", ["row 2, column 'received date': not a date"]),
+        ("PRIV-1,erase,GDPR,u,2026-11-01T10:00:00", ["row 2, column 'received date': not a date"]),
+        ("PRIV-1,erase,GDPR,u,", ["row 2, column 'received date': empty received date"]),
+        ("PRIV-1,erase,GDPR,u,2026-12-01", ["row 2, column 'received date': the received date is"]),
+        ("PRIV-1,erase,GDPR,,2026-11-01", ["row 2, column 'distinct ids': no distinct ids"]),
+        ("PRIV-1,erase,GDPR, ; ,2026-11-01", ["row 2, column 'distinct ids': no distinct ids"]),
+        (f"PRIV-1,erase,GDPR,{'x' * 256},2026-11-01",
+         ["row 2, column 'distinct ids': id number 1 of the cell: distinct id longer than 255"]),
+        ('PRIV-1,erase,GDPR,"a\nb",2026-11-01',
+         ["row 2, column 'distinct ids': id number 1 of the cell: distinct id holds a line br"]),
+        (",erase,GDPR,u,2026-11-01", ["row 2, column 'ticket': empty ticket"]),
+        ("PRIV-1,erase,GDPR,u,v,2026-11-01", ["row 2: 6 cells, the header has 5: quote a cell"]),
+        ("PRIV-1,erase,GDPR,u,2026-11-01\nPRIV-1,access,GDPR,v,2026-11-02",
+         ["row 3, column 'type': ticket 'PRIV-1' has another type on row 2",
+          "row 3, column 'received date': ticket 'PRIV-1' has another received date on row 2"]),
+        ("PRIV-1,erase,GDPR,u,2026-11-01\nPRIV-1,erase,CCPA,v,2026-11-01",
+         ["row 3, column 'compliance type': ticket 'PRIV-1' has another compliance type on row 2"]),
+        ("PRIV 1,erase,GDPR,u,2026-11-01\npriv-1,erase,GDPR,v,2026-11-01",
+         ["row 3, column 'ticket': ticket 'priv-1' makes the request name 'priv-1-erase', "
+          "as ticket 'PRIV 1' on row 2 does"]),
+        ("---,erase,GDPR,u,2026-11-01",
+         ["row 2, column 'ticket': ticket '---' makes no valid request name"]),
+        ("PRIV-1,erase,GDPR,a;b;c,2026-11-01",
+         ["row 2, column 'distinct ids': ticket 'PRIV-1' lists 3 distinct ids, more than 2 "
+          "(--max-ids)"]),
+    ],
+)  # fmt: skip
+def test_intake_names_the_row_and_column_of_every_bad_cell(rows: str, expected: list[str]) -> None:
+    errors = errors_of(HEADER + rows + "\n", max_ids=2)
+    assert len(errors) == len(expected), errors
+    for error, start in zip(errors, expected, strict=True):
+        assert error.startswith(start), error
+
+
+def test_intake_refuses_a_whole_ticket_when_one_of_its_rows_is_bad() -> None:
+    text = HEADER + (
+        "PRIV-1,erase,GDPR,a1,2026-11-01\n"
+        "PRIV-2,erase,GDPR,b1,2026-11-01\n"
+        "PRIV-1,erase,GDPR,a2,v,2026-11-01\n"  # shifted: never carry out PRIV-1 without it
+        ",erase,GDPR,c1,2026-11-01\n"
+    )
+    plan = plan_of(text)
+    assert [r.name for r in plan.requests] == ["priv-2-erase"]
+    assert (plan.invalid_tickets, plan.rows_without_ticket, plan.refused_rows) == (1, 1, 3)
+    assert plan.refusal == "3 rows refused (1 ticket, 1 row without a ticket)"
+
+
+def test_intake_checks_project_and_disclosure_per_ticket() -> None:
+    header = "ticket,type,compliance,distinct ids,received,project,disclosure type\n"
+    text = header + (
+        "P-1,access,CCPA,u1,2026-11-01,app-eu,Categories\n"
+        "P-2,erase,GDPR,u2,2026-11-01,,Data\n"
+        "P-3,erase,GDPR,u3,2026-11-01,Not_A_Name,\n"
+        "P-4,access,CCPA,u4,2026-11-01,,Everything\n"
+    )
+    plan = plan_of(text)
+    [good] = plan.requests
+    assert (good.project, good.disclosure) == ("app-eu", "Categories")
+    errors = [str(e) for e in plan.errors]
+    assert (
+        errors[0]
+        == "row 3, column 'disclosure type': a disclosure type is only for CCPA retrievals"
+    )
+    assert errors[1].startswith("row 4: ticket 'P-3': spec.projectRef.name:")
+    assert errors[2].startswith("row 5, column 'disclosure type': not a disclosure type")
+    assert len(errors) == 3
+    assert errors_of(HEADER + "P-9,erase,GDPR,u,2026-11-01\n", project=None) == [
+        "row 2, column '--project': no project: fill the project column or give --project"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "row 1: no header row: the file is empty"),
+        ("ticket,type,received date\n", "row 1: no distinct ids column (accepted: distinct id, "),
+        ("ticket,type,ids,distinct id,received\n",
+         "row 1, column 'distinct id': a second distinct ids column (the first is 'ids')"),
+        ("ticket,type,distinct id,Distinct IDs,received\n",
+         "row 1, column 'Distinct IDs': a second distinct ids column (the first is 'distinct id')"),
+    ],
+)  # fmt: skip
+def test_intake_refuses_a_file_without_the_columns_it_needs(text: str, message: str) -> None:
+    assert message in header_error(text)
+
+
+def test_intake_never_quotes_an_id() -> None:
+    """Every error and the dry-run summary, for a file whose cells are all shaped like ids."""
+    pii = [f"alice-{n}@example.com" for n in range(12)]
+    text = HEADER + "\n".join(
+        [
+            f"PRIV-1,erase,GDPR,{pii[0]};{pii[1]},2026-11-01",
+            f"PRIV-2,{pii[2]},GDPR,x,2026-11-01",
+            f"PRIV-3,erase,{pii[3]},y,2026-11-01",
+            f"PRIV-4,erase,GDPR,z,{pii[4]}",
+            f"PRIV-5,erase,GDPR,{pii[5]},{pii[6]},2026-11-01",
+            f"PRIV-6,erase,GDPR,{pii[7]} ;{'q' * 300},2026-11-01",
+            f"PRIV-1,erase,GDPR,{pii[8]},2026-11-02",
+            f"PRIV-7,erase,GDPR,{pii[9]},2026-11-01",
+        ]
+    )
+    plan = plan_of(text, max_ids=5)
+    options = intake.Options(project="web", namespace="privacy")
+    said = "\n".join(str(e) for e in plan.errors) + intake.summary(
+        plan, intake.build_manifests(plan, options), options, INTAKE_NOW
+    )
+    assert len(plan.errors) == 6
+    assert "PRIV-7" in said
+    for value in pii:
+        assert value not in said
+
+
+def test_intake_manifests_keep_ids_in_secrets_only() -> None:
+    ids = [f"user-{n}@example.com" for n in range(30)]
+    rows = [f"PRIV-{n // 3},erase,GDPR,{i},2026-11-01" for n, i in enumerate(ids)]
+    rows.append("Ticket with spaces: ÉTÉ 2026,access,CCPA,solo,2026-11-10")
+    ids.append("solo")
+    plan = plan_of(HEADER + "\n".join(rows) + "\n")
+    assert plan.errors == ()
+    for layout in intake.SecretLayout:
+        options = intake.Options(project="web", namespace="privacy", batch="nov", layout=layout)
+        made = intake.build_manifests(plan, options)
+        requests = json.dumps(made.requests, default=str)
+        assert not [i for i in ids if i in requests]
+        read_back: dict[str, list[str]] = {}
+        for dsr_ in made.requests:
+            ref = dsr_["spec"]["distinctIdsFrom"]["secretKeyRef"]
+            [secret] = [s for s in made.secrets if s["metadata"]["name"] == ref["name"]]
+            read_back[dsr_["metadata"]["name"]] = parse_id_list(
+                base64.b64decode(secret["data"][ref["key"]]).decode()
+            )
+            assert secret["metadata"]["namespace"] == "privacy"
+            assert secret["metadata"]["labels"]["mixpaneldsr.io/intake"] == "nov"
+        assert read_back == {r.name: list(r.ids) for r in plan.requests}
+        assert len(made.secrets) == (1 if layout is intake.SecretLayout.PER_BATCH else 11)
+    first, *_, odd = made.requests
+    assert first["metadata"] == {
+        "name": "priv-0-erase",
+        "namespace": "privacy",
+        "labels": {"mixpaneldsr.io/ticket": "PRIV-0", "mixpaneldsr.io/intake": "nov"},
+        "annotations": {"mixpaneldsr.io/ticket": "PRIV-0"},
+    }
+    assert first["spec"] == {
+        "projectRef": {"kind": "MixpanelProject", "name": "web"},
+        "type": "Deletion",
+        "complianceType": "GDPR",
+        "distinctIdsFrom": {"secretKeyRef": {"name": "nov-ids", "key": "priv-0-erase"}},
+        "receivedAt": "2026-11-01T00:00:00Z",
+    }
+    # Not a valid label value: the ticket is in the annotation only.
+    assert odd["metadata"]["name"] == "ticket-with-spaces-t-2026-access"
+    assert "mixpaneldsr.io/ticket" not in odd["metadata"]["labels"]
+    assert odd["metadata"]["annotations"] == {
+        "mixpaneldsr.io/ticket": "Ticket with spaces: ÉTÉ 2026"
+    }
+
+
+def test_one_secret_for_a_batch_must_fit_in_a_secret() -> None:
+    rows = [f"T-{n},erase,GDPR,{n:0>250},2026-11-01" for n in range(4100)]
+    plan = plan_of(HEADER + "\n".join(rows))
+    assert len(plan.requests) == 4100
+    batch = intake.Options(project="web", layout=intake.SecretLayout.PER_BATCH)
+    with pytest.raises(PluginError, match="use --secrets per-request"):
+        intake.build_manifests(plan, batch)
+    assert len(intake.build_manifests(plan, intake.Options(project="web")).secrets) == 4100
+
+
+def test_intake_files_keep_plain_secrets_out_of_git() -> None:
+    plan = plan_of(HEADER + "PRIV-1,erase,GDPR,u1,2026-11-01\nPRIV-2,erase,GDPR,u2,2026-11-01\n")
+    made = intake.build_manifests(plan, intake.Options(project="web", namespace="privacy"))
+    for fmt, where in [
+        (intake.SecretFormat.PLAIN, "secrets"),
+        (intake.SecretFormat.SEALED_SECRETS, "unsealed"),
+        (intake.SecretFormat.SOPS, "unsealed"),
+    ]:
+        written = intake.files(made, "yaml", fmt)
+        assert sorted(written) == [
+            "requests/priv-1-erase.yaml",
+            "requests/priv-2-erase.yaml",
+            f"{where}/.gitignore",
+            f"{where}/priv-1-erase-ids.yaml",
+            f"{where}/priv-2-erase-ids.yaml",
+        ]
+        assert written[f"{where}/.gitignore"].splitlines()[-1] == "*"
+        for path, text in written.items():
+            if path.startswith("requests/"):
+                assert not re.search("u1|u2", text)
+    sealed = intake.next_steps("out dir", "yaml", intake.SecretFormat.SEALED_SECRETS, 2)
+    assert (
+        "(set -e; mkdir -p 'out dir'/secrets; for f in 'out dir'/unsealed/*.yaml; do kubeseal "
+        '--format yaml < "$f" > \'out dir\'/secrets/"$(basename "$f" .yaml)".yaml; done; '
+        "rm -r 'out dir'/unsealed)"
+    ) in sealed
+    sops = intake.next_steps("out", "yaml", intake.SecretFormat.SOPS, 2, "age1abc")
+    rule = yaml.safe_load(intake.sops_rule("age1abc"))["creation_rules"][0]
+    assert rule["encrypted_regex"] == "^(data|stringData)$"
+    assert rule["age"] == "age1abc"
+    assert re.search(rule["path_regex"], "out/unsealed/priv-1-erase-ids.yaml")
+    assert re.search(rule["path_regex"], "out/secrets/priv-1-erase-ids.yaml")
+    assert not re.search(rule["path_regex"], "out/requests/priv-1-erase.yaml")
+    assert 'sops --encrypt "$f" > out/secrets/"$(basename "$f")"' in sops
+
+
+def test_intake_command_dry_run_and_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nowhere"))
+    csv_file = tmp_path / "Nov 2026 export.csv"
+    csv_file.write_text(
+        "Ticket,Type,Distinct IDs,Received,Email\n"
+        "PRIV-1,erase,secret-a;secret-b,2026-11-01,someone@example.com\n"
+        "PRIV-2,access,secret-c,2026-11-02,\n"
+    )
+    assert main(["intake", str(csv_file), "--project", "web", "--dry-run", "-n", "p"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[:2] == [
+        "2 rows, 2 tickets: 2 requests with 3 distinct ids",
+        "would create in namespace p: 2 secrets, 2 datasubjectrequests (Deletion GDPR 1, "
+        "Retrieval GDPR 1)",
+    ]
+    assert "priv-1-erase-ids/ids" in out
+    assert err == "columns not read: Email\n"
+    assert "secret-" not in out + err
+
+    assert (
+        main(["intake", str(csv_file), "--project", "web", "-o", "yaml", "--secrets", "per-batch"])
+        == 0
+    )
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["Secret", "DataSubjectRequest", "DataSubjectRequest"]
+    assert docs[0]["metadata"]["name"] == "nov-2026-export-ids"
+
+    out_dir = tmp_path / "git"
+    argv = ["intake", str(csv_file), "--project", "web", "--dir", str(out_dir)]
+    assert main([*argv, "--secret-format", "sealedsecrets", "-n", "p"]) == 0
+    out, err = capsys.readouterr()
+    assert "kubeseal --format yaml" in out
+    assert (out_dir / "unsealed" / "priv-1-erase-ids.yaml").stat().st_mode & 0o077 == 0
+    assert "secret-" not in "".join(p.read_text() for p in (out_dir / "requests").iterdir())
+    # A second run does not mix with the first.
+    assert main([*argv, "--secret-format", "sops"]) == 1
+    assert "files exist already" in capsys.readouterr().err
+
+
+def test_intake_command_refuses_a_bad_file_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text(HEADER + "PRIV-1,erase,GDPR,a,2026-11-01\nPRIV-2,wipe,GDPR,b,2026-11-01\n")
+    out_dir = tmp_path / "out"
+    argv = ["intake", str(csv_file), "--project", "web", "--dir", str(out_dir)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"error: {csv_file}: 1 row refused (1 ticket); nothing was written or created "
+        "(--skip-invalid leaves them out):",
+        "  row 3, column 'type': not a request type: Deletion (or delete, erase, erasure) or "
+        "Retrieval (or retrieve, access, export)",
+    ]
+    assert not out_dir.exists()
+    assert main([*argv, "--skip-invalid"]) == 0
+    assert "warning: row 3, column 'type'" in capsys.readouterr().err
+    assert sorted(p.name for p in (out_dir / "requests").iterdir()) == ["priv-1-erase.yaml"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--secret-format", "sops"],  # needs --dir
+        ["--dry-run", "-o", "yaml"],
+        ["--dir", "d", "--sops-age", "age1x"],  # only with sops
+        ["--batch", "Not Valid"],
+        ["--max-ids", "0"],
+        ["--secrets", "per-ticket"],
+    ],
+)
+def test_intake_usage_errors_exit_2(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["intake", "f.csv", "--project", "web", *extra])
+    assert caught.value.code == 2
+    assert "error:" in capsys.readouterr().err

@@ -74,7 +74,7 @@ HEADERS: dict[Column, frozenset[str]] = {
     ),
     Column.TYPE: frozenset({"type", "request type", "dsr type"}),
     Column.COMPLIANCE: frozenset({"compliance type", "compliance", "law", "regulation"}),
-    Column.IDS: frozenset({"distinct id", "distinct ids", "distinctid", "distinctids"}),
+    Column.IDS: frozenset({"distinct id", "distinct ids", "distinctid", "distinctids", "ids"}),
     Column.RECEIVED: frozenset(
         {"received", "received at", "received date", "received on", "date received"}
     ),
