@@ -63,6 +63,12 @@ TASK_DURATION = Histogram(
     buckets=TASK_DURATION_BUCKETS,
 )
 
+EXPORT_LINKS = Gauge(
+    "mixpanel_dsr_export_links",
+    "Finished retrievals' export links, by state (valid, expires_soon, expired)",
+    ["state"],
+)
+
 LEADER = Gauge(
     "mixpanel_dsr_leader",
     "1 while this replica does the work (holds the leader Lease, or runs without leader "

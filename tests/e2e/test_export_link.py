@@ -160,6 +160,11 @@ def test_a_retrieval_is_warned_before_its_link_expires_and_told_when_it_has(
         )
         assert link not in texts
         assert "/_sandbox/exports/" not in texts
+        wait_until(
+            lambda: 'mixpanel_dsr_export_links{state="expired"} 1.0' in operator.metrics(),
+            timeout=30, what="the expired link counted",
+        )  # fmt: skip
+        assert 'mixpanel_dsr_export_links{state="expires_soon"} 0.0' in operator.metrics()
         # The request stays Succeeded: an expired link does not undo what Mixpanel did.
         assert _get(plane, "dsr", "export-me")["status"]["phase"] == "Succeeded"
     finally:

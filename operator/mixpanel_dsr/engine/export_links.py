@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from mixpanel_dsr import metrics
 from mixpanel_dsr.api import API_VERSION
 from mixpanel_dsr.api.models import Condition, DataSubjectRequest, TaskPhase
 from mixpanel_dsr.conditions import get_condition
@@ -30,6 +31,13 @@ from mixpanel_dsr.export_link import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The ``state`` label of ``mixpanel_dsr_export_links``.
+METRIC_STATES = {
+    LinkState.VALID: "valid",
+    LinkState.EXPIRES_SOON: "expires_soon",
+    LinkState.EXPIRED: "expired",
+}
 
 
 @dataclass
@@ -63,10 +71,14 @@ class ExportLinks:
         self.watched: dict[str, Watched] = {}
 
     def keep_only(self, keys: Iterable[str]) -> None:
-        """Forget requests no longer finished (deleted, or revived by a retry)."""
+        """Forget requests no longer finished (deleted, or revived by a retry); count the
+        links by state for ``mixpanel_dsr_export_links``."""
         keep = set(keys)
         for key in [k for k in self.watched if k not in keep]:
             del self.watched[key]
+        for state in LinkState:
+            count = sum(1 for w in self.watched.values() if w.state is state)
+            metrics.EXPORT_LINKS.labels(METRIC_STATES[state]).set(count)
 
     async def check(
         self,
