@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         "DSR_OPERATOR_ALLOWED_API_BASE_URLS, comma-separated). Always allowed: Mixpanel's "
         "three regional hosts and the --mixpanel-region-urls. https only, except loopback",
     )
+    run.add_argument(
+        "--allowed-webhook-url",
+        action="append",
+        default=[u for u in (_env("ALLOWED_WEBHOOK_URLS") or "").split(",") if u.strip()],
+        metavar="URL",
+        help="a URL prefix projects' notification endpoints may use (repeatable; env "
+        "DSR_OPERATOR_ALLOWED_WEBHOOK_URLS, comma-separated). None given: any https URL, and "
+        "http to loopback; some given: only URLs under them (e.g. an in-cluster http receiver)",
+    )
     defaults = Settings()
     durations = {
         "packing-quiet": ("packing_quiet", "send packed deletions after no new ids for this long"),
@@ -188,6 +197,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         task_retention=args.task_retention,
         receipt_retention=args.receipt_retention,
         watched_namespaces=[] if args.all_namespaces else list(args.namespace),
+        allowed_webhook_urls=[u.strip() for u in args.allowed_webhook_url],
         max_attempts=args.max_attempts,
         deadline_margin=timedelta(days=args.deadline_margin_days),
     )

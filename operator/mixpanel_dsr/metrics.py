@@ -49,6 +49,11 @@ PROJECT_READY = Gauge(
 OUTSTANDING_TASKS = Gauge(
     "mixpanel_dsr_outstanding_tasks", "Mixpanel tasks submitted and not finished", ["project"]
 )
+QUEUED_IDS = Gauge(
+    "mixpanel_dsr_queued_ids",
+    "Distinct ids waiting to be sent to Mixpanel (packing window, budget, retrieval slots)",
+    ["project"],
+)
 
 #: Mixpanel tasks take minutes in the sandbox and up to 30 days in Mixpanel.
 TASK_DURATION_BUCKETS = (
@@ -101,3 +106,16 @@ def observe_task_duration(
     seconds = max((completion_time - submitted_at).total_seconds(), 0.0)
     kind = "deletion" if deletion else "retrieval"
     TASK_DURATION.labels(kind, region.value, phase.value.lower()).observe(seconds)
+
+
+NOTIFICATIONS = Counter(
+    "mixpanel_dsr_notifications_total",
+    "Webhook notification attempts, by project, endpoint and outcome (delivered, retried, "
+    "dropped after a day of failures, refused: URL not allowed)",
+    ["project", "endpoint", "outcome"],
+)
+RECEIPTS = Counter(
+    "mixpanel_dsr_receipts_total",
+    "Receipts of finished requests, by outcome (written, refused by the API server)",
+    ["outcome"],
+)

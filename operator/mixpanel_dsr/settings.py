@@ -135,6 +135,9 @@ class Settings:
     #: Receipts of finished requests are kept this long after the request finished (six
     #: years: limitation periods for claims run up to six years in much of Europe).
     receipt_retention: float = 6 * 365 * 86400.0
+    #: Webhook URL prefixes projects' notifications may use (empty: any https URL, and
+    #: http to loopback).
+    allowed_webhook_urls: list[str] = field(default_factory=list)
     #: The namespaces the operator watches; empty: every namespace.
     watched_namespaces: list[str] = field(default_factory=list)
     #: Engine wake-up period.

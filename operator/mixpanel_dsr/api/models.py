@@ -237,6 +237,15 @@ class MixpanelProjectSpec(Model):
         "The admission policy shipped in crds/ checks who sets them and that the approver "
         "may approve (RBAC verb approve on datasubjectrequests).",
     )
+    notifications: list[WebhookEndpoint] | None = Field(
+        default=None,
+        max_length=5,
+        description="Webhook endpoints told (signed CloudEvents) when this project's requests "
+        "succeed, fail, near or pass their deadline, have an export ready or await approval. "
+        "Payloads carry ticket labels (spec.receipts.copyLabels) and the receipt's name, never "
+        "ids, links or tokens.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     receipts: ReceiptPolicy | None = Field(
         default=None,
         description="What the receipt of each finished request copies from the request (ticket "
@@ -271,6 +280,50 @@ class ApprovalPolicy(Model):
         max_length=2,
         description="The request types that need a second person's approval before anything "
         "is sent to Mixpanel (default Deletion).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class NotificationEvent(StrEnum):
+    """What a webhook endpoint can be told about a request."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DEADLINE_NEAR = "DeadlineNear"
+    DEADLINE_PASSED = "DeadlinePassed"
+    EXPORT_READY = "ExportReady"
+    AWAITING_APPROVAL = "AwaitingApproval"
+
+
+class WebhookEndpoint(Model):
+    """A webhook endpoint: where, signed with what, told about what."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Names the endpoint in status, Events and metrics.",
+    )
+    url: str = Field(
+        max_length=2048,
+        description="Where to POST (https; http only where the operator's installer allowed "
+        "it with --allowed-webhook-url).",
+        json_schema_extra=validations(
+            cel(
+                "isURL(self) && url(self).getScheme() in ['http', 'https']",
+                "url must be an absolute http or https URL",
+            )
+        ),
+    )
+    signing_secret_ref: SecretKeySelector = Field(
+        description="Secret key (in the project's namespace; the operator's for a "
+        "ClusterMixpanelProject) holding the HMAC-SHA256 signing secret."
+    )
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(NotificationEvent),
+        min_length=1,
+        max_length=len(NotificationEvent),
+        description="Which events to send (default all).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
@@ -323,6 +376,9 @@ class MixpanelProjectStatus(Model):
     )
     outstanding_retrievals: int | None = Field(
         default=None, ge=0, description="Retrieval tasks submitted and not yet finished."
+    )
+    notifications_pending: int | None = Field(
+        default=None, ge=0, description="Webhook notifications waiting to be delivered."
     )
 
 

@@ -59,12 +59,22 @@ async def write_project_status(engine: Engine, project: Project) -> None:
     live = [t for t in project.tasks.values() if not t.phase.terminal]
     metrics.OUTSTANDING_TASKS.labels(label).set(len(live))
 
+    failing = engine.outbox.failures(project.key)
+    if failing:
+        put(
+            "NotificationsFailing", True, "WebhookFailing",
+            "; ".join(f"endpoint {name}: {why}" for name, why in sorted(failing.items())),
+        )  # fmt: skip
+    else:
+        conds = remove_condition(conds, "NotificationsFailing")
+
     queued = 0
     for key in project.waiting:
         request = engine.requests.get(key)
         coverage = request.coverage if request else None
         if coverage is not None:
             queued += coverage.pending_ids
+    metrics.QUEUED_IDS.labels(label).set(queued)
     after = before.model_copy(
         update={
             "observed_generation": generation,
@@ -73,6 +83,7 @@ async def write_project_status(engine: Engine, project: Project) -> None:
             "queued_ids": queued,
             "outstanding_tasks": len(live),
             "outstanding_retrievals": sum(1 for t in live if not t.is_deletion),
+            "notifications_pending": engine.outbox.pending(project.key) if failing else None,
         }
     )
     if after.to_wire() == before.to_wire():

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from kubernetes.client.exceptions import ApiException
 
+from mixpanel_dsr import metrics
 from mixpanel_dsr.api import GROUP
 from mixpanel_dsr.api.models import DataSubjectRequestStatus, ReceiptProject, RequestIdentity
 from mixpanel_dsr.engine.ports import KubePort
@@ -98,11 +99,13 @@ async def issue(
                     "the operator create datasubjectrequestreceipts in this namespace?",
                     warning=True,
                 )
+                metrics.RECEIPTS.labels("refused").inc()
                 return False
             raise ReceiptWriteFailed(f"receipt {name}: HTTP {err.status}") from None
         except Exception as err:
             raise ReceiptWriteFailed(f"receipt {name}: {type(err).__name__}") from None
         if made:
+            metrics.RECEIPTS.labels("written").inc()
             log.info("request %s: receipt %s written (%d ids)", request.key, name, len(finish.ids))
     return True
 

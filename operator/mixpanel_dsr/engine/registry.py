@@ -20,12 +20,14 @@ from mixpanel_dsr.api.models import (
     DataSubjectRequest,
     DataSubjectRequestStatus,
     MixpanelProject,
+    NotificationEvent,
     Phase,
     RetryRecord,
 )
 from mixpanel_dsr.conditions import get_condition
 from mixpanel_dsr.deadlines import deadline
 from mixpanel_dsr.engine.export_links import ExportLinks
+from mixpanel_dsr.engine.outbox import Outbox
 from mixpanel_dsr.engine.ports import KubePort
 from mixpanel_dsr.engine.receipts import issue as issue_receipt
 from mixpanel_dsr.engine.receipts import sweep as sweep_receipts
@@ -39,8 +41,10 @@ from mixpanel_dsr.engine.state import (
 )
 from mixpanel_dsr.kube import SecretProblem
 from mixpanel_dsr.ledger import Coverage, Policy, Waiting, cover, plan
+from mixpanel_dsr.notifications import build as build_notification
 from mixpanel_dsr.planning import InvalidIdsError, keyed_digest, parse_id_list
 from mixpanel_dsr.progress import AWAITING_APPROVAL, Blocker, compose_status
+from mixpanel_dsr.receipts import copied, receipt_name
 from mixpanel_dsr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,21 +142,29 @@ class Engine:
             event_hooks={"response": [self._count_response]},
         )
         self._housekeeper: asyncio.Task[None] | None = None
+        self.outbox = Outbox(
+            kube, allowed_urls=settings.allowed_webhook_urls, clock=clock, wall=wall
+        )
+        self._postman: asyncio.Task[None] | None = None
         self.export_links = ExportLinks(settings.export_link_ttl, settings.export_link_warning)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        self._postman = asyncio.create_task(self.outbox.run(), name="notifications")
 
     async def stop(self) -> None:
         tasks = [p.worker for p in self.projects.values() if p.worker]
         if self._housekeeper:
             tasks.append(self._housekeeper)
+        if self._postman:
+            tasks.append(self._postman)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.http.aclose()
+        await self.outbox.aclose()
 
     async def _count_response(self, response: httpx.Response) -> None:
         request = response.request
@@ -550,9 +562,18 @@ class Engine:
             message = ready.message if ready else after.phase.value
             if after.phase is Phase.AWAITING_APPROVAL:
                 await self.event(request, AWAITING_APPROVAL, message)
+                self.notify(
+                    request, NotificationEvent.AWAITING_APPROVAL, occasion=str(request.generation)
+                )
             if after.phase in FINISHED:
                 warning = after.phase is not Phase.SUCCEEDED
                 await self.event(request, after.phase.value, message, warning=warning)
+                if after.phase is not Phase.CANCELLED:
+                    retry = after.last_retry.token if after.last_retry else None
+                    self.notify(
+                        request, NotificationEvent(after.phase.value), occasion=retry or "",
+                        receipt=receipt_name(request.name, request.uid, retry, 1),
+                    )  # fmt: skip
             log.info(
                 "request %s: %s -> %s (%s ids)",
                 request.key, before.phase, after.phase.value, after.ids_total,
@@ -573,6 +594,11 @@ class Engine:
             and (not risk_before or risk_before.reason != risk.reason)
         ):
             await self.event(request, risk.reason, risk.message, warning=True)
+            if risk.reason in (NotificationEvent.DEADLINE_NEAR, NotificationEvent.DEADLINE_PASSED):
+                self.notify(
+                    request, NotificationEvent(risk.reason),
+                    occasion=self.deadline_of(request).isoformat(),
+                )  # fmt: skip
         dup_before = get_condition(before.conditions, "PossibleDuplicate")
         dup = get_condition(after.conditions, "PossibleDuplicate")
         if dup and not dup_before:
@@ -582,6 +608,55 @@ class Engine:
         self, request: Request, reason: str, message: str, *, warning: bool = False
     ) -> None:
         await self.kube.event(request.ref(), reason, message, warning=warning)
+
+    def notify(
+        self,
+        request: Request,
+        kind: NotificationEvent,
+        *,
+        occasion: str,
+        receipt: str | None = None,
+        export_secret: str | None = None,
+    ) -> None:
+        """Queue a webhook notification about the request for its project's endpoints."""
+        project = self.projects.get(request.project)
+        if project is None or project.spec is None or not project.spec.notifications:
+            return
+        status, spec = request.status, project.spec
+        ready = get_condition(status.conditions, "Ready")
+        policy = spec.receipts
+        data = {
+            "request": {"namespace": request.namespace, "name": request.name, "uid": request.uid},
+            "project": {
+                "kind": request.spec.project_ref.kind,
+                "name": request.spec.project_ref.name,
+                "region": spec.region.value,
+            },
+            "type": request.spec.type.value,
+            "complianceType": request.spec.compliance_type.value,
+            "phase": status.phase.value if status.phase else None,
+            "reason": ready.reason if ready else None,
+            "message": ready.message if ready else None,
+            "receivedAt": request.received.isoformat(),
+            "deadline": self.deadline_of(request).isoformat(),
+            "completedAt": status.completion_time.isoformat() if status.completion_time else None,
+            "idsTotal": status.ids_total,
+            "idsDone": status.ids_done,
+            "idsFailed": status.ids_failed,
+            "labels": copied(request.labels, policy.copy_labels) if policy else None,
+            "receipt": receipt,
+            "exportSecret": export_secret,
+        }
+        notification = build_notification(
+            kind, occasion=occasion, namespace=request.namespace, name=request.name,
+            uid=request.uid, time=self.wall(),
+            data={k: v for k, v in data.items() if v is not None},
+        )  # fmt: skip
+        self.outbox.add(
+            project, notification,
+            secret_namespace=request.project[1] or self.settings.operator_namespace,
+            request=request.ref(),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -28,6 +28,7 @@ from mixpanel_dsr.api.models import (
     MixpanelTask,
     MixpanelTaskSpec,
     MixpanelTaskStatus,
+    NotificationEvent,
     ProjectReference,
     TaskMember,
     TaskPhase,
@@ -833,6 +834,7 @@ async def _store_export(engine: Engine, project: Project, task: LiveTask, link: 
         await engine.event(
             request, "ExportReady", f"the export link is in Secret {name} (valid 14 days)"
         )
+        engine.notify(request, NotificationEvent.EXPORT_READY, occasion=name, export_secret=name)
 
 
 # ---------------------------------------------------------------------- credentials
