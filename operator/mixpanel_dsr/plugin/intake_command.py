@@ -311,8 +311,8 @@ def _apply(
     for secret, refs in owners.items():
         applier.own(secret, refs, fresh=False)
     _note(
-        f"created {applier.requests_made} requests and {applier.secrets_made} secrets in "
-        f"namespace {namespace}"
+        f"created {intake.plural(applier.requests_made, 'request')} and "
+        f"{intake.plural(applier.secrets_made, 'secret')} in namespace {namespace}"
     )
     return 0
 
