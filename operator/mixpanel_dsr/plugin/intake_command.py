@@ -77,12 +77,10 @@ def cmd_intake(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if args.max_ids < 1:
         parser.error("--max-ids must be at least 1")
 
-    cluster = None if offline else Cluster(args.kubeconfig, args.context)
-    namespace = args.namespace or (cluster.namespace if cluster else None)
-    if secret_format is SecretFormat.SEALED_SECRETS and not namespace:
+    if secret_format is SecretFormat.SEALED_SECRETS and not args.namespace:
         raise PluginError("a SealedSecret is sealed for one namespace: give -n NAMESPACE")
-    options = _options(args, namespace)
-    plan = intake.read_plan(_read_csv(args.file), options, datetime.now(UTC))
+    # The whole file is checked before the cluster is asked anything.
+    plan = intake.read_plan(_read_csv(args.file), _options(args, None), datetime.now(UTC))
     for note in intake.notes(plan):
         _note(note)
     if plan.errors:
@@ -98,6 +96,9 @@ def cmd_intake(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         _note(f"warning: {refused}: left out (--skip-invalid)")
     if not plan.requests:
         raise PluginError("no request to make: the file holds no good ticket")
+    cluster = None if offline else Cluster(args.kubeconfig, args.context)
+    namespace = args.namespace or (cluster.namespace if cluster else None)
+    options = _options(args, namespace)
     manifests = intake.build_manifests(plan, options)
 
     if args.dry_run:
