@@ -10,11 +10,19 @@ tasks), run from a snapshot of the work tree's ``operator/`` and ``crds/`` taken
 - (a) N one-id deletions in one project, applied as fast as the API server takes them
   (``kubectl apply`` of v1 Lists of ``--chunk``, ``--parallel`` at once);
 - (b) one deletion of ``--ids`` ids from a Secret;
+- (c) ``--retrievals`` one-id retrievals in a project whose history lets ``--scan-slots`` of
+  them be outstanding at once (the sandbox answers one more with a 429, as Mixpanel's
+  outstanding-scan limit); the project's ``maxOutstandingRetrievals`` says the same;
 - (d) a restart with the N finished requests of (a) and ``--inflight`` in-flight ones (packed
   by ``--restart-max-ids`` into several tasks): ``kill -9``, one new request applied while
   the operator is down, start again. The sandbox holds every in-flight task PENDING from its
   create until the restart window is over (so the restart alone is measured, not progress),
-  then lets them finish. If (a) was not selected, its N requests are run first, unmeasured.
+  then lets them finish. If (a) was not selected, its N requests are run first, unmeasured;
+- (e) ``--projects`` projects in the three regions in turn, each with its own token and rate
+  budget, ``--per-project`` one-id deletions each, all applied at once.
+
+The operator runs with the product's packing window (``--packing-quiet 10s
+--packing-max-wait 120s``), not the test harness's shorter one.
 
 The baseline is what a platform team would otherwise run, a mode of this benchmark and not of
 the product: one Mixpanel task per request (a request of more ids than Mixpanel's limit: one
@@ -22,21 +30,25 @@ task per 2000 ids), created within the rate limit, each open task polled every
 ``--baseline-poll`` seconds, in one loop paced at the same request interval (a due poll goes
 before a create). It runs in threads beside the operator's workloads, each workload against a
 sandbox project of its own (so its own rate budget): (a) on ``--baseline-sample`` requests,
-extrapolated linearly to N; (b) in full; (d) with ``--baseline-inflight`` open tasks in its
-state file, extrapolated linearly to ``--inflight``.
+extrapolated linearly to N; (b) and (c) in full (its creates refused by the scan limit are
+tried again at the next free call); (d) with ``--baseline-inflight`` open tasks in its state
+file, extrapolated linearly to ``--inflight``; (e) on ``--baseline-projects`` projects, one
+loop each (every project has its own budget, so one stands for any).
 
 Figures come from the sandbox's call log (creates, polls, 429s, when ids were submitted),
 kube-apiserver's ``apiserver_request_total`` (writes per request: the difference over the
 workload minus the user's creates of requests, Leases and kube-apiserver's own endpoint
 writes) and ``/proc/<pid>`` of the operator (VmRSS, VmHWM, CPU).
 
-    .venv/bin/python -m benchmarks.bench_scale [--workloads a,b,d] [--n 10000] [--ids 100000]
-        [--inflight 1000] [--baseline-sample 200] [--keep] [--json FILE] [--live]
+    .venv/bin/python -m benchmarks.bench_scale [--workloads a,b,c,d,e] [--n 10000]
+        [--ids 100000] [--retrievals 200] [--inflight 1000] [--projects 50] [--keep]
+        [--json FILE] [--live]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -58,16 +70,20 @@ from tests.conftest import CRDS, Kube
 from tests.e2e.conftest import Scenario
 from tests.e2e.operator_harness import Operator, Sandbox, wait_until, workdir
 
-from benchmarks.kill_run import Api, snapshot
+from benchmarks.chaos_stack import Api, snapshot
 from mixpanel_dsr.localcluster import ControlPlane
+from mixpanel_dsr.sandbox.config import DEFAULT_SCAN_BUDGET_DAYS
 from mixpanel_dsr.settings import parse_duration
 
 #: Mixpanel's id limit per task and rate limit (the sandbox's defaults).
 ID_LIMIT = 2000
 RATE_PER_S = 1.0
 OPERATOR_NS = "mixpanel-dsr-system"
-NS = {"a": "scale-a", "b": "scale-b", "d": "scale-d"}
-WORKLOADS = ("a", "b", "d")
+NS = {"a": "scale-a", "b": "scale-b", "c": "scale-c", "d": "scale-d", "e": "scale-e"}
+WORKLOADS = ("a", "b", "c", "d", "e")
+REGIONS = ("US", "EU", "IN")
+#: A sandbox task's life at time scale 1 (PENDING 5 s, STAGING 5 s, STARTED 10 s).
+TASK_SECONDS = 20.0
 FINAL = {"Succeeded", "Failed", "Cancelled"}
 #: kube-apiserver writes these itself on a timer (no controller-manager runs); never the operator.
 APISERVER_OWN = {"leases", "endpoints", "endpointslices"}
@@ -295,12 +311,14 @@ class Naive:
 
     def __init__(
         self, base_url: str, token: str, oauth: str, *, interval: float, poll_every: float,
-        state_file: Path | None = None,
+        state_file: Path | None = None, kind: str = "deletions",
     ) -> None:  # fmt: skip
         self.http = httpx.Client(
             base_url=base_url, headers={"Authorization": f"Bearer {oauth}"}, timeout=30
         )
         self.token = token
+        #: "deletions" or "retrievals" (the path segment data-<kind>).
+        self.kind = kind
         self.interval = interval
         self.poll_every = poll_every
         self.state_file = state_file
@@ -322,7 +340,7 @@ class Naive:
     def create(self, name: str, ids: list[str]) -> bool:
         self._pace()
         response = self.http.post(
-            "/data-deletions/v3.0/",
+            f"/data-{self.kind}/v3.0/",
             params={"token": self.token},
             json={"distinct_ids": ids, "compliance_type": "GDPR"},
         )
@@ -337,7 +355,7 @@ class Naive:
     def poll(self, tracking_id: str) -> None:
         self._pace()
         response = self.http.get(
-            f"/data-deletions/v3.0/{tracking_id}", params={"token": self.token}
+            f"/data-{self.kind}/v3.0/{tracking_id}", params={"token": self.token}
         )
         self.open[tracking_id]["last_poll"] = time.monotonic()
         if response.status_code == 429:
@@ -409,19 +427,99 @@ class BaselineRun:
 
 
 def naive_for(
-    sandbox: Sandbox, args: argparse.Namespace, state: Path | None = None
-) -> tuple[Naive, str]:
-    token, oauth = sandbox.add_project("US")
-    return naive_client(sandbox, args, token, oauth, state), token
+    sandbox: Sandbox, args: argparse.Namespace, state: Path | None = None, *,
+    region: str = "US", kind: str = "deletions",
+) -> tuple[Naive, str]:  # fmt: skip
+    token, oauth = sandbox.add_project(region)
+    return naive_client(sandbox, args, token, oauth, state, region=region, kind=kind), token
 
 
 def naive_client(
-    sandbox: Sandbox, args: argparse.Namespace, token: str, oauth: str, state: Path | None = None
-) -> Naive:
+    sandbox: Sandbox, args: argparse.Namespace, token: str, oauth: str, state: Path | None = None,
+    *, region: str = "US", kind: str = "deletions",
+) -> Naive:  # fmt: skip
     return Naive(
-        sandbox.urls["US"], token, oauth, interval=args.interval_s,
-        poll_every=args.baseline_poll, state_file=state,
+        sandbox.urls[region], token, oauth, interval=args.interval_s,
+        poll_every=args.baseline_poll, state_file=state, kind=kind,
     )  # fmt: skip
+
+
+def scan_history_days(slots: int) -> int:
+    """A project's days of history such that ``slots`` retrievals fit the scan budget at once
+    (the sandbox refuses one more with a 429, as Mixpanel's 5-year outstanding-scan limit)."""
+    return DEFAULT_SCAN_BUDGET_DAYS // slots
+
+
+def baseline_retrievals(sandbox: Sandbox, args: argparse.Namespace, out: BaselineRun) -> None:
+    """(c): ``--retrievals`` one-id retrievals, one task each, handed in at once; a create
+    refused with a 429 (the outstanding-scan limit) is tried again at the next free call."""
+    client, token = naive_for(sandbox, args, kind="retrievals")
+    sandbox.post(f"/projects/{token}", {"history_days": scan_history_days(args.scan_slots)})
+    n = args.retrievals
+    client.waiting = [(f"r{i}", [f"base-c-{i:06d}"]) for i in range(n)]
+    start = time.time()
+    outstanding = 0
+    done = lambda: not client.waiting and not client.open  # noqa: E731
+    deadline = time.monotonic() + args.timeout
+    while not done() and time.monotonic() < deadline:
+        outstanding = max(outstanding, len(client.open))
+        if not client.step():
+            time.sleep(0.2)
+    calls = CallLog(sandbox, token)
+    calls.update()
+    out.figures = {
+        "n": n,
+        "creates": len(calls.creates()),
+        "calls": len(calls.calls),
+        "calls_per_request": len(calls.calls) / n,
+        "by_operation": calls.by_operation(),
+        "429": calls.count_429(),
+        "done_seconds": time.time() - start,
+        "polls_per_open_task_hour": calls.polls_per_open_task_hour(),
+        "max_outstanding": outstanding,
+    }
+    client.close()
+
+
+def baseline_projects(sandbox: Sandbox, args: argparse.Namespace, out: BaselineRun) -> None:
+    """(e): ``--baseline-projects`` projects (regions in turn), each its own naive loop in a
+    thread with ``--per-project`` one-id deletions; every project has its own rate budget, so
+    each loop's figures are those of any one of ``--projects``."""
+    runs: list[dict[str, Any]] = []
+    per = args.per_project
+
+    def one(i: int) -> None:
+        region = REGIONS[i % len(REGIONS)]
+        client, token = naive_for(sandbox, args, region=region)
+        ids = [f"base-e{i}-{k:05d}" for k in range(per)]
+        client.waiting = [(f"r{k}", [one_id]) for k, one_id in enumerate(ids)]
+        start = time.time()
+        client.run(lambda: not client.waiting and not client.open, timeout=args.timeout)
+        calls = CallLog(sandbox, token)
+        calls.update()
+        submitted = calls.submitted_at(set(ids))
+        runs.append({
+            "region": region,
+            "calls": len(calls.calls),
+            "429": calls.count_429(),
+            "submit_seconds": (submitted or time.time()) - start,
+            "done_seconds": time.time() - start,
+        })  # fmt: skip
+        client.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.baseline_projects)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.figures = {
+        "projects": len(runs),
+        "per_project": per,
+        "calls_per_request": sum(r["calls"] for r in runs) / max(1, per * len(runs)),
+        "429": sum(r["429"] for r in runs),
+        "submit_seconds": max((r["submit_seconds"] for r in runs), default=math.nan),
+        "done_seconds": max((r["done_seconds"] for r in runs), default=math.nan),
+    }
 
 
 def baseline_many(sandbox: Sandbox, args: argparse.Namespace, out: BaselineRun) -> None:
@@ -531,7 +629,9 @@ def start_baselines(
     targets: dict[str, Callable[[BaselineRun], None]] = {
         "a": lambda out: baseline_many(sandbox, args, out),
         "b": lambda out: baseline_bulk(sandbox, args, out),
+        "c": lambda out: baseline_retrievals(sandbox, args, out),
         "d": lambda out: baseline_restart(sandbox, args, out, base),
+        "e": lambda out: baseline_projects(sandbox, args, out),
     }
     for workload in workloads:
         run = BaselineRun(workload)
@@ -695,6 +795,12 @@ def run_many(ctx: Ctx) -> dict[str, Any]:
         "polls_per_open_task_hour": calls.polls_per_open_task_hour(),
         "user_creates": user,
         "writes_per_request": operator_writes / n,
+        "status_writes_per_request": all_writes.get(("datasubjectrequests", "status", "PATCH"), 0)
+        / n,
+        "receipts_per_request": sum(
+            v for (r, _, verb), v in all_writes.items() if r.endswith("receipts") and verb == "POST"
+        )
+        / n,
         "writes_per_request_with_events": (operator_writes + events) / n,
         "writes": {
             f"{r}{'/' + s if s else ''} {v}": c for (r, s, v), c in all_writes.most_common()
@@ -823,7 +929,7 @@ def run_restart(ctx: Ctx) -> dict[str, Any]:
         tasks = ctx.cluster.items("mixpaneltasks", NS["d"])
         tracked = all((t.get("status") or {}).get("trackingId") for t in tasks)
         log(f"(d) in flight: {dict(phases)}; {len(tasks)} tasks, all tracked: {tracked}")
-        return tracked and phases.get("Submitted", 0) == n
+        return tracked and phases.get("Submitted", 0) + phases.get("InProgress", 0) == n
 
     wait_until(in_flight, timeout=args.timeout, interval=3, what="(d) the in-flight requests")
     settle(ctx.cluster, quiet=3.0, limit=60.0)
@@ -911,6 +1017,168 @@ def run_restart(ctx: Ctx) -> dict[str, Any]:
     }
 
 
+def run_retrievals(ctx: Ctx) -> dict[str, Any]:
+    """(c): ``--retrievals`` one-id retrievals in one project whose history lets
+    ``--scan-slots`` retrievals be outstanding at once (``maxOutstandingRetrievals`` says the
+    same to the operator); applied at once, wait for all Succeeded."""
+    args = ctx.args
+    n: int = args.retrievals
+    slots: int = args.scan_slots
+    started = time.time()
+    history = scan_history_days(slots)
+    token = ctx.project("c", "exports", maxOutstandingRetrievals=slots)
+    ctx.sandbox.post(f"/projects/{token}", {"history_days": history})
+    calls = CallLog(ctx.sandbox, token)
+    cpu0 = proc_cpu(ctx.pid)
+    items = [
+        ctx.scenario("c").request_manifest(
+            f"c-{i:05d}", [f"c-id-{i:05d}"], "exports", type="Retrieval"
+        )
+        for i in range(n)
+    ]
+    first_apply, last_apply = ctx.apply(items)
+    most = 0
+
+    def done() -> bool:
+        nonlocal most
+        ctx.operator.healthy()
+        calls.update()
+        scan = ctx.sandbox.get(f"/projects/{token}")["project"].get("outstanding_scan_days", 0)
+        most = max(most, scan // history if history else 0)
+        phases = ctx.cluster.phases(NS["c"])
+        log(
+            f"(c) {time.time() - first_apply:.0f} s: creates {len(calls.creates())}, "
+            f"outstanding {scan // history if history else 0}, 429s {calls.count_429()}; "
+            f"{dict(phases)}"
+        )
+        return phases.get("Succeeded", 0) + phases.get("Failed", 0) >= n
+
+    wait_until(done, timeout=args.timeout, interval=5, what=f"(c) {n} retrievals finished")
+    finished = time.time()
+    cpu1 = proc_cpu(ctx.pid)
+    calls.update()
+    task_seconds = TASK_SECONDS * args.time_scale
+    floor = math.ceil(n / slots) * task_seconds
+    return {
+        "n": n,
+        "slots": slots,
+        "history_days": history,
+        "phases": dict(ctx.cluster.phases(NS["c"])),
+        "creates": len(calls.creates()),
+        "calls": len(calls.calls),
+        "calls_per_request": len(calls.calls) / n,
+        "by_operation": calls.by_operation(),
+        "429": calls.count_429(),
+        "429_gaps": calls.rate_limited(),
+        "polls_per_open_task_hour": calls.polls_per_open_task_hour(),
+        "max_outstanding": most,
+        "succeeded_seconds": finished - first_apply,
+        "floor_seconds": floor,
+        "time_ratio": (finished - first_apply) / floor,
+        "apply_seconds": last_apply - first_apply,
+        "cpu_seconds": cpu1 - cpu0,
+        "seconds": time.time() - started,
+    }
+
+
+def run_projects(ctx: Ctx) -> dict[str, Any]:
+    """(e): ``--projects`` projects in the three regions in turn, each with its own token and
+    rate budget, ``--per-project`` one-id deletions each, all applied at once."""
+    args = ctx.args
+    started = time.time()
+    count, per = args.projects, args.per_project
+    scenario = ctx.scenario("e")
+    rss0, _ = proc_memory(ctx.pid)
+    tokens: dict[str, str] = {}
+    t0 = time.time()
+    for i in range(count):
+        name = f"p{i:02d}"
+        tokens[name] = scenario.project(
+            name, REGIONS[i % len(REGIONS)], requestInterval=args.request_interval
+        )
+    ctx.kube.run(
+        "wait", "--for=condition=Ready", "--timeout=600s", "-n", NS["e"],
+        "mixpanelproject", "--all", timeout=650,
+    )  # fmt: skip
+    ready_seconds = time.time() - t0
+    idle_from, cpu_idle0 = time.time(), proc_cpu(ctx.pid)
+    time.sleep(20)
+    rss_idle, _ = proc_memory(ctx.pid)
+    cpu_idle1 = proc_cpu(ctx.pid)
+    idle_seconds = time.time() - idle_from
+    log(f"(e) {count} projects Ready after {ready_seconds:.0f} s; VmRSS {rss_idle:.0f} MiB")
+    logs = {name: CallLog(ctx.sandbox, token) for name, token in tokens.items()}
+    for one in logs.values():
+        one.update()
+    before = settle(ctx.cluster, quiet=3.0, limit=60.0)
+    mark = time.time()
+    cpu0 = proc_cpu(ctx.pid)
+    items = [
+        scenario.request_manifest(f"e-{name}-{k:05d}", [f"e-{name}-id-{k:05d}"], name)
+        for name in tokens
+        for k in range(per)
+    ]
+    first_apply, last_apply = ctx.apply(items)
+    total = count * per
+
+    def done() -> bool:
+        ctx.operator.healthy()
+        phases = ctx.cluster.phases(NS["e"])
+        rss, _ = proc_memory(ctx.pid)
+        log(f"(e) {time.time() - first_apply:.0f} s: {dict(phases)}; VmRSS {rss:.0f} MiB")
+        return phases.get("Succeeded", 0) >= total
+
+    wait_until(done, timeout=args.timeout, interval=10, what=f"(e) {total} requests Succeeded")
+    finished = time.time()
+    cpu1 = proc_cpu(ctx.pid)
+    after = settle(ctx.cluster, quiet=10.0, limit=120.0)
+    all_writes = writes(after - before)
+    all_writes.pop(("datasubjectrequests", "", "POST"), None)
+    events = sum(v for (r, _, _), v in all_writes.items() if r == "events")
+    submitted: list[float] = []
+    creates = rate_limited = 0
+    gaps: list[float] = []
+    per_second: Counter[int] = Counter()
+    for name, one in logs.items():
+        one.update()
+        window = one.between(mark)
+        wanted = {f"e-{name}-id-{k:05d}" for k in range(per)}
+        at = one.submitted_at(wanted)
+        submitted.append(at - last_apply if at else math.nan)
+        creates += len(one.creates(mark))
+        rate_limited += one.count_429(mark)
+        ats = sorted(c["at"] for c in window if c["status"] != 429)
+        gaps += [b - a for a, b in itertools.pairwise(ats)]
+        per_second.update(int(a) for a in ats)
+    calls = sum(len(one.between(mark)) for one in logs.values())
+    _, hwm = proc_memory(ctx.pid)
+    return {
+        "projects": count,
+        "per_project": per,
+        "regions": {r: sum(1 for i in range(count) if REGIONS[i % 3] == r) for r in REGIONS},
+        "ready_seconds": ready_seconds,
+        "rss_before_projects": rss0,
+        "rss_idle": rss_idle,
+        "kib_per_project": (rss_idle - rss0) * 1024 / count,
+        "idle_cpu_share": (cpu_idle1 - cpu_idle0) / idle_seconds,
+        "creates": creates,
+        "creates_per_project": creates / count,
+        "calls": calls,
+        "calls_per_request": calls / total,
+        "429": rate_limited,
+        "min_gap": min(gaps, default=math.nan),
+        "peak_calls_per_second": max(per_second.values(), default=0),
+        "submit_seconds": max(submitted),
+        "submit_seconds_median": sorted(submitted)[len(submitted) // 2],
+        "succeeded_seconds": finished - first_apply,
+        "apply_seconds": last_apply - first_apply,
+        "writes_per_request": (sum(all_writes.values()) - events) / total,
+        "cpu_per_1000": (cpu1 - cpu0) / total * 1000,
+        "peak_rss": hwm,
+        "seconds": time.time() - started,
+    }
+
+
 # ---------------------------------------------------------------------- the report
 
 
@@ -956,6 +1224,11 @@ def report(ctx: Ctx, baselines: dict[str, BaselineRun], elapsed: float) -> str:
         row("429 answers", str(a["429"]), str(bf.get("429", "-")), "0", verdict(a["429"], 0))
         row("Kubernetes API writes per request, no Events", num(a["writes_per_request"]),
             "n/a", "<= 4", verdict(a["writes_per_request"], 4))  # fmt: skip
+        row("  request status writes (one per phase shown)", num(a["status_writes_per_request"]))
+        row("  receipts", num(a["receipts_per_request"]))
+        row("  the rest (tasks, projects)", num(
+            a["writes_per_request"] - a["status_writes_per_request"] - a["receipts_per_request"],
+            "{:.3f}"))  # fmt: skip
         row("  with Events", num(a["writes_per_request_with_events"]), "n/a")
         row("Mixpanel calls per request", num(a["calls_per_request"], "{:.4f}"),
             f"{num(bf['calls'] / bf['sample'])} *" if bf else "-")  # fmt: skip
@@ -1046,7 +1319,69 @@ def report(ctx: Ctx, baselines: dict[str, BaselineRun], elapsed: float) -> str:
                 f"finished), extrapolated linearly to {d['inflight']} (x{x:g}); it polls every "
                 f"open task before it creates; first {w}: {bf['first_minute_by_operation']}"
             )
-    for workload in ("a", "b", "d"):
+    if "c" in ctx.results:
+        c, bf = ctx.results["c"], figures("c")
+        rows.append((
+            f"(c) {c['n']} one-id retrievals, {c['slots']} may be outstanding "
+            f"(history {c['history_days']} days) ({c['seconds']:.0f} s)",
+        ))  # fmt: skip
+        row("Mixpanel creates / requests", num(c["creates"] / c["n"]),
+            num(bf["creates"] / bf["n"]) if bf else "-")  # fmt: skip
+        row("Mixpanel calls per request", num(c["calls_per_request"]),
+            num(bf.get("calls_per_request")))  # fmt: skip
+        row("status polls per open task per hour", num(c["polls_per_open_task_hour"], "{:.0f}"),
+            num(bf.get("polls_per_open_task_hour"), "{:.0f}"))  # fmt: skip
+        row("429 answers", str(c["429"]), str(bf.get("429", "-")), "0", verdict(c["429"], 0))
+        row("most retrievals outstanding at once", str(c["max_outstanding"]),
+            str(bf.get("max_outstanding", "-")), f"<= {c['slots']}",
+            verdict(c["max_outstanding"], c["slots"]))  # fmt: skip
+        row("first apply -> all finished, / (rounds x task time)",
+            f"{num(c['time_ratio'])} ({c['succeeded_seconds']:.0f} s)",
+            f"{num(bf['done_seconds'] / c['floor_seconds'])} ({bf['done_seconds']:.0f} s)"
+            if bf else "-")  # fmt: skip
+        row("operator CPU s", num(c["cpu_seconds"], "{:.1f}"))
+        notes.append(
+            f"(c) floor: ceil({c['n']} / {c['slots']}) rounds of a "
+            f"{TASK_SECONDS * args.time_scale:.0f}-s task = {c['floor_seconds']:.0f} s; "
+            f"phases {c['phases']}"
+        )
+    if "e" in ctx.results:
+        e, bf = ctx.results["e"], figures("e")
+        total = e["projects"] * e["per_project"]
+        rows.append((
+            f"(e) {e['projects']} projects {e['regions']}, {e['per_project']} one-id deletions "
+            f"each ({e['seconds']:.0f} s)",
+        ))  # fmt: skip
+        row("projects applied -> all Ready", f"{e['ready_seconds']:.0f} s")
+        row("operator RSS per project, idle", f"{e['kib_per_project']:.0f} KiB")
+        row("operator CPU share, all projects idle", f"{e['idle_cpu_share']:.3f}")
+        row("Mixpanel creates per project", num(e["creates_per_project"]), f"{e['per_project']} *")
+        row("Mixpanel calls per request", num(e["calls_per_request"], "{:.3f}"),
+            num(bf.get("calls_per_request")))  # fmt: skip
+        row("429 answers", str(e["429"]), str(bf.get("429", "-")), "0", verdict(e["429"], 0))
+        row("shortest gap between one project's calls", f"{num(e['min_gap'], '{:.2f}')} s",
+            "", f">= {args.interval_s:g} s")  # fmt: skip
+        row("most Mixpanel calls in one second, all projects",
+            str(e["peak_calls_per_second"]))  # fmt: skip
+        row("last apply -> every id submitted (slowest project)",
+            f"{num(e['submit_seconds'], '{:.1f}')} s",
+            f"{num(bf.get('submit_seconds'), '{:.0f}')} s *")  # fmt: skip
+        row("first apply -> all Succeeded", f"{e['succeeded_seconds']:.0f} s",
+            f"{num(bf.get('done_seconds'), '{:.0f}')} s *")  # fmt: skip
+        row("Kubernetes API writes per request, no Events", num(e["writes_per_request"]))
+        row("operator CPU s per 1,000 requests", num(e["cpu_per_1000"], "{:.1f}"))
+        row("operator peak RSS (VmHWM)", f"{e['peak_rss']:.0f} MiB")
+        notes.append(
+            f"(e) {total} requests applied in {e['apply_seconds']:.0f} s; median project: every "
+            f"id submitted {num(e['submit_seconds_median'], '{:.1f}')} s after the last apply"
+        )
+        if bf:
+            notes.append(
+                f"* (e) baseline: {bf['projects']} projects (one naive loop each, in parallel; "
+                f"each has its own budget, so any one stands for all {e['projects']}), "
+                f"{bf['per_project']} requests each: one create per request"
+            )
+    for workload in ("a", "b", "c", "d", "e"):
         gaps = ctx.results.get(workload, {}).get("429_gaps")
         if gaps:
             notes.append(f"({workload}) the operator's 429s: {'; '.join(gaps)}")
@@ -1075,15 +1410,16 @@ def report(ctx: Ctx, baselines: dict[str, BaselineRun], elapsed: float) -> str:
         label, ours, base, target, ok = cells
         lines.append(f"  {label:{width - 2}}{ours:>22}{base:>24}{target:>12}  {ok}")
     lines += ["", *notes]
-    for workload in ("a", "b", "d"):
+    for workload in ("a", "b", "c", "d", "e"):
         result = ctx.results.get(workload)
         if result is None:
             continue
-        lines.append(f"({workload}) Kubernetes writes: {result['writes']}")
+        if "writes" in result:
+            lines.append(f"({workload}) Kubernetes writes: {result['writes']}")
         if workload == "d":
             lines.append(f"(d) Kubernetes reads: {result['reads']}")
             lines.append(f"(d) Mixpanel calls in the window: {result['first_minute_by_project']}")
-        else:
+        elif "by_operation" in result:
             lines.append(f"({workload}) Mixpanel calls: {result['by_operation']}")
     lines.append(f"\n(whole command: {elapsed:.0f} s)")
     return "\n".join(lines)
@@ -1096,17 +1432,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_scale", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--workloads", default="a,b,d", help="which of a,b,d (default a,b,d)")
+    parser.add_argument("--workloads", default="a,b,c,d,e", help="which of a,b,c,d,e (default all)")
     parser.add_argument(
         "--n", type=int, default=10000, help="(a) one-id requests; (d) finished ones"
     )
     parser.add_argument("--ids", type=int, default=100000, help="(b) ids in the Secret")
+    parser.add_argument("--retrievals", type=int, default=200, help="(c) one-id retrievals")
+    parser.add_argument(
+        "--scan-slots", type=int, default=20, help="(c) retrievals the scan budget lets run at once"
+    )
     parser.add_argument("--inflight", type=int, default=1000, help="(d) requests in flight")
     parser.add_argument(
         "--restart-max-ids", type=int, default=100, help="(d) maxIdsPerRequest of its project"
     )
     parser.add_argument(
         "--restart-window", type=float, default=60.0, help="(d) seconds measured after the start"
+    )
+    parser.add_argument("--projects", type=int, default=50, help="(e) projects, regions in turn")
+    parser.add_argument(
+        "--per-project", type=int, default=100, help="(e) one-id deletions per project"
     )
     parser.add_argument("--chunk", type=int, default=500, help="requests per kubectl apply")
     parser.add_argument("--parallel", type=int, default=3, help="kubectl applies at once")
@@ -1115,6 +1459,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--request-interval", default="1100ms", help="projects' spec.requestInterval"
+    )
+    parser.add_argument(
+        "--packing-quiet", default="10s", help="operator --packing-quiet (the product's default)"
+    )
+    parser.add_argument(
+        "--packing-max-wait", default="120s", help="operator --packing-max-wait (the default)"
     )
     parser.add_argument("--poll-initial", default="5s", help="operator --poll-initial")
     parser.add_argument("--poll-max", default="20s", help="operator --poll-max")
@@ -1129,6 +1479,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--baseline-inflight", type=int, default=100, help="baseline (d): open tasks"
+    )
+    parser.add_argument(
+        "--baseline-projects", type=int, default=3, help="baseline (e): projects run"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds any one wait may take")
@@ -1157,7 +1510,10 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.start()
         operator = Operator(
             base, plane.kubeconfig, sandbox.urls, env=env,
-            extra=["--poll-initial", args.poll_initial, "--poll-max", args.poll_max],
+            extra=[
+                "--poll-initial", args.poll_initial, "--poll-max", args.poll_max,
+                "--packing-quiet", args.packing_quiet, "--packing-max-wait", args.packing_max_wait,
+            ],
         )  # fmt: skip
         cluster = Cluster(plane.kubeconfig)
         sampler = Sampler(operator)
@@ -1167,7 +1523,10 @@ def main(argv: list[str] | None = None) -> int:
             sampler.start()
             if not args.no_baseline:
                 baselines = {r.workload: r for r in start_baselines(sandbox, args, workloads, base)}
-            runners = {"a": run_many, "b": run_bulk, "d": run_restart}
+            runners = {
+                "a": run_many, "b": run_bulk, "c": run_retrievals, "d": run_restart,
+                "e": run_projects,
+            }  # fmt: skip
             for workload in workloads:
                 log(f"workload ({workload})")
                 ctx.results[workload] = runners[workload](ctx)
