@@ -48,6 +48,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,8 @@ class Env:
     sandbox: Sandbox
     operator: Operator
     namespace: str
+    #: The (first) distinct id of a request, by its name.
+    id_of: Callable[[str], str] = field(default=lambda name: request_id(int(name.rsplit("-")[-1])))
 
 
 def request_id(i: int) -> str:
@@ -262,9 +265,7 @@ def aim(env: Env, kill: Kill, config: Config, rng: random.Random, known: set[str
     if kill.aimed == "mid-call":
         time.sleep(rng.uniform(0.0, 0.8 * config.latency))
         return True
-    ids = {
-        request_id(int(m["name"].rsplit("-", 1)[1])) for t in targets for m in t["spec"]["members"]
-    }
+    ids = {env.id_of(m["name"]) for t in targets for m in t["spec"]["members"]}
     time.sleep(rng.uniform(0.55, 0.75) * config.latency)
     assert env.operator.proc is not None
     env.operator.proc.send_signal(signal.SIGSTOP)
