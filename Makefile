@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install controlplane gotools bench bench-planning bench-packing bench-writes kill-run test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
+.PHONY: help install controlplane gotools bench bench-planning bench-packing bench-writes kill-run chaos test test-unit test-e2e lint typecheck fmt crds cluster demo sandbox clean
 
 help:
 	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
@@ -18,6 +18,8 @@ help:
 	@echo "make sandbox  the Mixpanel sandbox alone"
 	@echo "make crds     regenerate crds/ from the pydantic models"
 	@echo "make gotools  build helm and kstatus for the chart and GitOps tests (cached, once per machine)"
+	@echo "make chaos    reliability run: 1,000 requests through 20 kill -9, API server and etcd restarts,"
+	@echo "              a faulty Mixpanel, two replicas; writes docs/reliability.md (CHAOS_ARGS=\"--seed 3 --n 500 --kills 10\")"
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -97,3 +99,11 @@ bench-writes: controlplane
 # Arguments in BENCH_ARGS, e.g. make kill-run BENCH_ARGS="--requests 2000 --kills 40 --seed 3".
 kill-run: controlplane
 	$(PY) -m benchmarks.kill_run $(BENCH_ARGS)
+
+# The reliability run (docs/reliability.md): 1,000 requests across three projects and both
+# types through 20 seeded kill -9 of the operator, a restart of kube-apiserver and of etcd and
+# ~20% sandbox faults, then two replicas handing over; checks the end state, exits non-zero
+# when an invariant fails, and writes the figures to docs/reliability.md (about 15 minutes).
+# Arguments in CHAOS_ARGS: --seed N, --n REQUESTS, --kills N, --no-handover, --keep.
+chaos: controlplane
+	$(PY) -m benchmarks.chaos --write-docs docs/reliability.md $(CHAOS_ARGS)
