@@ -975,3 +975,16 @@ async def test_empty_answer_to_a_create_is_ambiguous_and_to_a_status_is_retried(
     status = respx_mock.get(f"{DEL}t").mock(side_effect=[httpx.Response(200), ok])
     assert (await client.deletion_status("t")).state is TaskState.PENDING
     assert status.call_count == 2
+
+
+async def test_404_to_a_status_call_is_the_state_not_found(
+    client: MixpanelClient, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.get(f"{DEL}gone").mock(return_value=error(404, "task not found"))
+    status = await client.deletion_status("gone")
+    assert (status.state, status.tracking_id, status.known_state) == (
+        TaskState.NOT_FOUND, "gone", True,
+    )  # fmt: skip
+    assert route.call_count == 1
+    respx_mock.get(f"{RET}gone").mock(return_value=error(404, "task not found"))
+    assert (await client.retrieval_status("gone")).state is TaskState.NOT_FOUND

@@ -19,7 +19,8 @@ Retries and creates (no task may be created twice when it can be avoided):
 - the request was sent and the answer was lost (read timeout, connection dropped, 502/504 from
   a gateway, an unreadable 2xx body): status calls and cancels are retried (idempotent), a
   create raises :class:`AmbiguousCreateError` at once, without retrying;
-- anything else (4xx) is raised at once.
+- anything else (4xx) is raised at once; but a 404 to a status call is the state NOT_FOUND
+  (the host does not know the tracking id), as when it is said in a 200 body.
 
 Secrets: the OAuth token is sent only in the ``Authorization`` header, is read per attempt
 (a callable source lets a rotated Secret apply without restart), and is redacted, with the
@@ -77,6 +78,7 @@ from .types import (
     ComplianceType,
     DisclosureType,
     Region,
+    TaskState,
 )
 
 logger = logging.getLogger("mixpanel_dsr.mixpanel.client")
@@ -303,8 +305,6 @@ class MixpanelClient:
         """
         try:
             await self._status("deletion_status", "deletion", "0")
-        except NotFoundError:
-            return
         except InvalidRequestError:
             # Mixpanel may reject the made-up id itself; it got past authentication.
             return
@@ -345,7 +345,19 @@ class MixpanelClient:
         def parse(response: httpx.Response) -> TaskStatus:
             return parse_status(parse_json(response.content))
 
-        status = await self._call(op, "GET", _PATHS[kind] + _quote_id(tracking_id), None, (), parse)
+        path = _PATHS[kind] + _quote_id(tracking_id)
+        try:
+            status = await self._call(op, "GET", path, None, (), parse)
+        except NotFoundError:
+            # The fact sheet lists NOT_FOUND as a state; some answers carry it as HTTP 404.
+            # Either way the host does not know the tracking id: the same state, so that a
+            # vanished task ends instead of being asked about forever.
+            logger.info(
+                "mixpanel %s: task %s answered HTTP 404: read as NOT_FOUND", op, tracking_id
+            )
+            return TaskStatus(
+                state=TaskState.NOT_FOUND, raw_state="NOT_FOUND", tracking_id=tracking_id.strip()
+            )
         logger.debug("mixpanel %s: task %s is %s", op, tracking_id, status.state.value)
         return status
 
