@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mixpanel_dsr.mixpanel.types import ComplianceType
 from mixpanel_dsr.planning import parse_id_list
-from mixpanel_dsr.plugin import core, intake
+from mixpanel_dsr.plugin import core, intake, intake_output
 from mixpanel_dsr.plugin.commands import api_message, main
 from mixpanel_dsr.plugin.core import NewRequest, PluginError
 
@@ -634,8 +634,8 @@ def test_intake_never_quotes_an_id() -> None:
     )
     plan = plan_of(text, max_ids=5)
     options = intake.Options(project="web", namespace="privacy")
-    said = "\n".join(str(e) for e in plan.errors) + intake.summary(
-        plan, intake.build_manifests(plan, options), options, INTAKE_NOW
+    said = "\n".join(str(e) for e in plan.errors) + intake_output.summary(
+        plan, intake_output.build_manifests(plan, options), options, INTAKE_NOW
     )
     assert len(plan.errors) == 6
     assert "PRIV-7" in said
@@ -652,7 +652,7 @@ def test_intake_manifests_keep_ids_in_secrets_only() -> None:
     assert plan.errors == ()
     for layout in intake.SecretLayout:
         options = intake.Options(project="web", namespace="privacy", batch="nov", layout=layout)
-        made = intake.build_manifests(plan, options)
+        made = intake_output.build_manifests(plan, options)
         requests = json.dumps(made.requests, default=str)
         assert not [i for i in ids if i in requests]
         read_back: dict[str, list[str]] = {}
@@ -694,19 +694,19 @@ def test_one_secret_for_a_batch_must_fit_in_a_secret() -> None:
     assert len(plan.requests) == 4100
     batch = intake.Options(project="web", layout=intake.SecretLayout.PER_BATCH)
     with pytest.raises(PluginError, match="use --secrets per-request"):
-        intake.build_manifests(plan, batch)
-    assert len(intake.build_manifests(plan, intake.Options(project="web")).secrets) == 4100
+        intake_output.build_manifests(plan, batch)
+    assert len(intake_output.build_manifests(plan, intake.Options(project="web")).secrets) == 4100
 
 
 def test_intake_files_keep_plain_secrets_out_of_git() -> None:
     plan = plan_of(HEADER + "PRIV-1,erase,GDPR,u1,2026-11-01\nPRIV-2,erase,GDPR,u2,2026-11-01\n")
-    made = intake.build_manifests(plan, intake.Options(project="web", namespace="privacy"))
+    made = intake_output.build_manifests(plan, intake.Options(project="web", namespace="privacy"))
     for fmt, where in [
-        (intake.SecretFormat.PLAIN, "secrets"),
-        (intake.SecretFormat.SEALED_SECRETS, "unsealed"),
-        (intake.SecretFormat.SOPS, "unsealed"),
+        (intake_output.SecretFormat.PLAIN, "secrets"),
+        (intake_output.SecretFormat.SEALED_SECRETS, "unsealed"),
+        (intake_output.SecretFormat.SOPS, "unsealed"),
     ]:
-        written = intake.files(made, "yaml", fmt)
+        written = intake_output.files(made, "yaml", fmt)
         assert sorted(written) == [
             "requests/priv-1-erase.yaml",
             "requests/priv-2-erase.yaml",
@@ -718,14 +718,16 @@ def test_intake_files_keep_plain_secrets_out_of_git() -> None:
         for path, text in written.items():
             if path.startswith("requests/"):
                 assert not re.search("u1|u2", text)
-    sealed = intake.next_steps("out dir", "yaml", intake.SecretFormat.SEALED_SECRETS, 2)
+    sealed = intake_output.next_steps(
+        "out dir", "yaml", intake_output.SecretFormat.SEALED_SECRETS, 2
+    )
     assert (
         "(set -e; mkdir -p 'out dir'/secrets; for f in 'out dir'/unsealed/*.yaml; do kubeseal "
         '--format yaml < "$f" > \'out dir\'/secrets/"$(basename "$f" .yaml)".yaml; done; '
         "rm -r 'out dir'/unsealed)"
     ) in sealed
-    sops = intake.next_steps("out", "yaml", intake.SecretFormat.SOPS, 2, "age1abc")
-    rule = yaml.safe_load(intake.sops_rule("age1abc"))["creation_rules"][0]
+    sops = intake_output.next_steps("out", "yaml", intake_output.SecretFormat.SOPS, 2, "age1abc")
+    rule = yaml.safe_load(intake_output.sops_rule("age1abc"))["creation_rules"][0]
     assert rule["encrypted_regex"] == "^(data|stringData)$"
     assert rule["age"] == "age1abc"
     assert re.search(rule["path_regex"], "out/unsealed/priv-1-erase-ids.yaml")
@@ -812,3 +814,12 @@ def test_intake_usage_errors_exit_2(extra: list[str], capsys: pytest.CaptureFixt
         main(["intake", "f.csv", "--project", "web", *extra])
     assert caught.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_pure_parts_of_intake_load_no_kubernetes_client() -> None:
+    code = (
+        "import sys, mixpanel_dsr.plugin.intake, mixpanel_dsr.plugin.intake_output\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'urllib3')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,6 +1,7 @@
 """``kubectl dsr intake FILE.csv``: a CSV export of requests into DataSubjectRequests whose ids
 are in Secrets; printed, written to a directory for Git (plain, SealedSecrets or SOPS), or
-created in the cluster (Secrets first, then requests). The pure part is :mod:`.intake`."""
+created in the cluster (Secrets first, then requests). The pure parts are
+:mod:`.intake` (reading the file) and :mod:`.intake_output` (what is written)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mixpanel_dsr.api import GROUP, VERSION
 from mixpanel_dsr.mixpanel.types import ComplianceType
-from mixpanel_dsr.plugin import intake
+from mixpanel_dsr.plugin import intake, intake_output
 from mixpanel_dsr.plugin.cluster import (
     DSR_KIND,
     DSR_PLURAL,
@@ -29,7 +30,8 @@ from mixpanel_dsr.plugin.cluster import (
     as_object,
 )
 from mixpanel_dsr.plugin.core import MANAGED_BY, PluginError
-from mixpanel_dsr.plugin.intake import SecretFormat, SecretLayout
+from mixpanel_dsr.plugin.intake import SecretLayout
+from mixpanel_dsr.plugin.intake_output import SecretFormat
 
 
 def _note(message: str) -> None:
@@ -99,15 +101,17 @@ def cmd_intake(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     cluster = None if offline else Cluster(args.kubeconfig, args.context)
     namespace = args.namespace or (cluster.namespace if cluster else None)
     options = _options(args, namespace)
-    manifests = intake.build_manifests(plan, options)
+    manifests = intake_output.build_manifests(plan, options)
 
     if args.dry_run:
-        sys.stdout.write(intake.summary(plan, manifests, options, datetime.now(UTC)))
+        sys.stdout.write(intake_output.summary(plan, manifests, options, datetime.now(UTC)))
         return 0
     if to_files:
         return _write_dir(Path(args.dir), manifests, fmt, secret_format, args.sops_age)
     if args.output:
-        sys.stdout.write(intake.render_stream([*manifests.secrets, *manifests.requests], fmt))
+        sys.stdout.write(
+            intake_output.render_stream([*manifests.secrets, *manifests.requests], fmt)
+        )
         return 0
     assert cluster is not None
     assert namespace is not None
@@ -116,13 +120,13 @@ def cmd_intake(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 def _write_dir(
     directory: Path,
-    manifests: intake.Manifests,
+    manifests: intake_output.Manifests,
     fmt: str,
     secret_format: SecretFormat,
     age: str | None,
 ) -> int:
     """Write the files; refuse to overwrite any (a second run must not mix with the first)."""
-    written = intake.files(manifests, fmt, secret_format)
+    written = intake_output.files(manifests, fmt, secret_format)
     clashes = sorted(
         p for p in written if (directory / p).exists() and not p.endswith(".gitignore")
     )
@@ -134,19 +138,19 @@ def _write_dir(
     for relative, text in written.items():
         path = directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        secret = relative.startswith(intake.secret_dir(secret_format) + "/")
+        secret = relative.startswith(intake_output.secret_dir(secret_format) + "/")
         # Secrets with ids are readable by their owner only.
         mode = 0o600 if secret and not relative.endswith(".gitignore") else 0o644
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-    secret_dir = intake.secret_dir(secret_format)
+    secret_dir = intake_output.secret_dir(secret_format)
     _note(
-        f"wrote {len(manifests.requests)} requests to {directory / intake.REQUESTS_DIR} and "
+        f"wrote {len(manifests.requests)} requests to {directory / intake_output.REQUESTS_DIR} and "
         f"{intake.plural(len(manifests.secrets), 'secret')} to {directory / secret_dir}"
     )
     sys.stdout.write(
-        intake.next_steps(str(directory), fmt, secret_format, len(manifests.secrets), age)
+        intake_output.next_steps(str(directory), fmt, secret_format, len(manifests.secrets), age)
     )
     return 0
 
@@ -256,7 +260,7 @@ class _Applier:
 
 
 def _apply(
-    cluster: Cluster, namespace: str, manifests: intake.Manifests, *, skip_existing: bool
+    cluster: Cluster, namespace: str, manifests: intake_output.Manifests, *, skip_existing: bool
 ) -> int:
     """A Secret that several requests read first, then per request its own Secret (if any),
     the request, and the Secret's ownership. A request the API server refuses takes its new
