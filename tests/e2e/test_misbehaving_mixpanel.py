@@ -151,6 +151,7 @@ def test_unknown_states_are_asked_again_at_the_polling_pace(
     calm_request_finishes(scenario)
     window = 12.0
     polls = calls_in_window(sandbox, victim, window, operation="deletion_status")
+    print(f"\nfigure: unknown_state: {polls} status checks in {window:.0f}s")
     assert 1 <= polls <= window / (POLL_MAX * 0.9) + 1, polls
     assert scenario.phase("odd") == "Submitted"
     faults(sandbox, victim, None)
@@ -220,6 +221,7 @@ def test_error_body_with_200_is_not_a_task_and_is_sent_again_spaced(
     calm_request_finishes(scenario)
     window = 15.0
     creates = calls_in_window(sandbox, victim, window)
+    print(f"\nfigure: error_body on creates: {creates} calls in {window:.0f}s")
     # Never faster than the project's budget, and nothing was created.
     assert 1 <= creates <= window / REQUEST_INTERVAL + 1, creates
     assert sandbox.tasks(victim) == []
@@ -290,6 +292,7 @@ def test_a_project_that_suddenly_answers_403_is_not_ready_until_it_stops(
     calm_request_finishes(scenario)
     window = 5 * RETRY_INTERVAL
     checks = calls_in_window(sandbox, victim, window)
+    print(f"\nfigure: forbidden: {checks} calls in {window:.0f}s")
     # One token check per --retry-interval while it lasts, nothing else.
     assert 1 <= checks <= window / RETRY_INTERVAL + 1, checks
     assert sandbox.calls(victim, operation="create_deletion")["by_status"].get("403", 0) <= 1
@@ -318,11 +321,48 @@ def test_a_task_stuck_started_for_thirty_days_is_polled_at_the_slowest_pace_and_
     assert task["status"]["mixpanelState"] == "STARTED"
     window = 12.0
     polls = calls_in_window(sandbox, victim, window)
+    print(f"\nfigure: stuck_started: {polls} status checks in {window:.0f}s")
     assert 1 <= polls <= window / (POLL_MAX * 0.9) + 1, polls
     # Thirty days later (scaled as the sandbox's life cycle), Mixpanel finishes the task.
     sandbox.post("/clock", {"advance_seconds": 30 * 86400 * TIME_SCALE + 60})
     finished(scenario, "slow")
     watch.survived("slow@example.com")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"html_error_rate": 1.0}, {"error_body_rate": 1.0}, {"empty_body_rate": 1.0}],
+    ids=["html_error", "error_body", "empty_body"],
+)
+def test_unreadable_status_answers_are_retried_within_the_budget_and_change_nothing(
+    scenario: Scenario, operator: Operator, changes: dict[str, Any]
+) -> None:
+    """Status checks of a live task answered with a proxy's page, an error body or nothing: the
+    task keeps what Mixpanel last said (neither failed nor done), checks stay within the
+    project's budget, and it finishes once the answers are readable again."""
+    watch = Watch(operator)
+    sandbox = scenario.sandbox
+    victim = ready_project(scenario, "victim")
+    ready_project(scenario, "calm")
+    faults(sandbox, victim, {"stuck_started_rate": 1.0})
+    scenario.request("blind", ["blind@example.com"], project="victim")
+    wait_until(
+        lambda: [t for t in tasks_of(scenario, "blind") if t["status"].get("phase") == "Started"],
+        what="the task Started",
+    )
+    faults(sandbox, victim, changes)
+    calm_request_finishes(scenario)
+    window = 15.0
+    checks = calls_in_window(sandbox, victim, window, operation="deletion_status")
+    print(f"\nfigure: {next(iter(changes))} on status checks: {checks} calls in {window:.0f}s")
+    assert 1 <= checks <= window / REQUEST_INTERVAL + 1, checks
+    [task] = tasks_of(scenario, "blind")
+    assert (task["status"]["phase"], task["status"]["mixpanelState"]) == ("Started", "STARTED")
+    assert scenario.phase("blind") == "InProgress"
+    faults(sandbox, victim, None)
+    sandbox.post("/clock", {"advance_seconds": 30 * 86400 * TIME_SCALE + 60})
+    finished(scenario, "blind")
+    watch.survived("blind@example.com")
 
 
 def _first_create_held(sandbox: Sandbox, token: str) -> None:
