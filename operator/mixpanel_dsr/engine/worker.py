@@ -43,6 +43,7 @@ from mixpanel_dsr.ledger import (
     CreateOutcome,
     CreateResult,
     NewTask,
+    PendingSlice,
     Slice,
     Waiting,
     after_cancel,
@@ -538,7 +539,11 @@ def _flat(ids: list[list[str]]) -> list[str]:
 
 def _next_new_task(engine: Engine, project: Project) -> NewTask | None:
     """The next task to make from waiting ids: a full one, a retry, or any once the packing
-    window has closed (quiet for ``packing_quiet`` or open for ``packing_max_wait``)."""
+    window has closed (quiet for ``packing_quiet`` or open for ``packing_max_wait``).
+
+    Called before every Mixpanel call and on every wake-up, i.e. for each request kopf hands
+    in during an apply of thousands: a group of deletions that can yield no task yet (window
+    open, fewer ids than a full task, no retry) is counted, not planned."""
     assert project.spec is not None
     limit = project.spec.max_ids_per_request
     settings = engine.settings
@@ -547,8 +552,10 @@ def _next_new_task(engine: Engine, project: Project) -> NewTask | None:
         1 for t in project.tasks.values() if not t.is_deletion and not t.phase.terminal
     )
     for deletion in (True, False):
-        groups: dict[tuple[object, ...], list[tuple[Request, Waiting]]] = {}
-        for key in sorted(project.waiting):
+        if not deletion and live_retrievals >= project.spec.max_outstanding_retrievals:
+            break
+        groups: dict[tuple[object, ...], list[tuple[Request, PendingSlice]]] = {}
+        for key in project.waiting:
             request = engine.requests.get(key)
             if request is None or request.is_deletion != deletion or request.ids is None:
                 continue
@@ -557,18 +564,27 @@ def _next_new_task(engine: Engine, project: Project) -> NewTask | None:
                 continue
             group = (request.compliance, request.spec.disclosure_type)
             for pending in coverage.pending:
-                ids = tuple(request.ids[pending.range.start : pending.range.end])
-                groups.setdefault(group, []).append((request, Waiting(key, pending, ids)))
-        for items in groups.values():
-            if not deletion and live_retrievals >= project.spec.max_outstanding_retrievals:
-                break
-            items.sort(key=lambda item: (item[0].created, item[0].key, item[1].slice.range))
+                groups.setdefault(group, []).append((request, pending))
+        # The group holding the oldest request first (set order is not stable).
+        for items in sorted(groups.values(), key=lambda g: min((r.created, r.key) for r, _ in g)):
             waits = [r.waiting_since or now for r, _ in items]
             closed = (
                 now - max(waits) >= settings.packing_quiet
                 or now - min(waits) >= settings.packing_max_wait
             )
-            for new in plan([w for _, w in items], limit, deletion=deletion):
+            if (
+                deletion
+                and not closed
+                and sum(len(p.range) for _, p in items) < limit
+                and not any(p.retry_of for _, p in items)
+            ):
+                continue  # nothing this group could send yet
+            items.sort(key=lambda item: (item[0].created, item[0].key, item[1].range))
+            waiting = [
+                Waiting(r.key, p, tuple((r.ids or [])[p.range.start : p.range.end]))
+                for r, p in items
+            ]
+            for new in plan(waiting, limit, deletion=deletion):
                 if closed or new.retry_of or len(new.planned.ids) >= limit or not deletion:
                     return new
     return None
