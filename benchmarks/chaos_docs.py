@@ -199,7 +199,14 @@ def render(outcome: ChaosOutcome, command: str, seconds: float) -> str:
         "",
     ]
     lines += _table(
-        ("MixpanelTask", "ids", "ids sent twice", "lostAnswers", "createCalls", "lost by"),
+        (
+            "MixpanelTask",
+            "ids",
+            "ids sent twice",
+            "lostAnswers",
+            "createCalls",
+            "unanswered at (kills) / answer lost by (sandbox faults)",
+        ),  # fmt: skip
         [
             (
                 d.task,
