@@ -206,7 +206,7 @@ def render(outcome: ChaosOutcome, command: str, seconds: float) -> str:
             "lostAnswers",
             "createCalls",
             "unanswered at (kills) / answer lost by (sandbox faults)",
-        ),  # fmt: skip
+        ),
         [
             (
                 d.task,
