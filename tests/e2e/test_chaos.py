@@ -21,7 +21,7 @@ from benchmarks.chaos_stack import Api, Stack
 from benchmarks.chaos_watch import WatchedOperator
 from benchmarks.kill_run import Env
 
-from mixpanel_dsr.localcluster import Component
+from mixpanel_dsr.localcluster import Component, ControlPlane
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +66,18 @@ def test_chaos_small_every_request_done_nothing_lost_nothing_leaked(tmp_path: Pa
     assert outcome.leaks.scanned["Events"] > 0
     assert outcome.leaks.looked_for["raw distinct id"] == 120 + 12
     assert not outcome.memory.failures()
+
+
+def test_the_control_plane_restarts_each_component_with_its_data_and_ports() -> None:
+    """What the chaos run relies on: a restart is the same process again, not a new cluster."""
+    with ControlPlane() as plane:
+        plane.kubectl("create", "namespace", "kept")
+        server = plane.server
+        for component in (Component.ETCD, Component.APISERVER):
+            before = plane.pid(component)
+            plane.restart(component, down=1)
+            assert plane.pid(component) != before
+            assert plane.server == server
+            # The same kubeconfig works, and what was written before is still there.
+            names = plane.kubectl("get", "namespace", "kept", "-o", "name").stdout.split()
+            assert names == ["namespace/kept"]
