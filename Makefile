@@ -13,6 +13,7 @@ PY := $(VENV)/bin/python
 
 help:
 	@echo "make demo     run the operator end to end: local control plane + sandbox Mixpanel + sample requests"
+	@echo "              (on an existing cluster: make demo DEMO_ARGS=\"--context NAME\")"
 	@echo "make test     lint, type-check and run every test (builds the control plane on first use)"
 	@echo "make cluster  a local kube-apiserver + etcd with the CRDs installed, until Ctrl-C"
 	@echo "make sandbox  the Mixpanel sandbox alone"
