@@ -23,9 +23,10 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 COPY operator/ operator/
 
-# The locked runtime dependencies (hashes checked, no resolution), then the wheel of
-# this project, into a fresh virtual environment; bytecode is compiled here because
-# the running container cannot write it.
+# The locked runtime dependencies (hashes checked, no resolution; not the dev extra), then
+# the wheel of this project (the operator, kubectl dsr and the sandbox; the local control
+# plane and the demo stay out of it: docs/design.md#packaging), into a fresh virtual
+# environment; bytecode is compiled here because the running container cannot write it.
 RUN uv export --frozen --no-dev --no-emit-project --format requirements.txt --output-file requirements.txt \
     && uv build --wheel --out-dir dist \
     && uv venv --python /usr/local/bin/python3 /opt/venv \
