@@ -12,6 +12,7 @@ import pytest
 
 from mixpanel_dsr.mixpanel.types import Region
 from mixpanel_dsr.sandbox import FaultConfig, RunningSandbox
+from mixpanel_dsr.sandbox.faults import FaultInjector, FaultKind, TaskFault, combine
 from tests.sandbox.helpers import Api
 from tests.sandbox_fixtures import PROJECTS, MakeSandbox, SandboxAdmin, fast_config
 
@@ -223,3 +224,29 @@ async def test_sandbox_wide_modes_apply_to_every_project(api: Api, admin: Sandbo
     snapshot = await admin.set_faults(forbidden=False)
     assert snapshot["forbidden"] is False
     assert json.loads((await api.create("deletion", Region.IN)).content)["status"] == "ok"
+
+
+def test_the_sandbox_wide_fault_wins_and_delays_add_up() -> None:
+    wide = FaultInjector(FaultConfig(error_rate=1.0, error_statuses=[503], latency_seconds=0.5))
+    own = FaultInjector(FaultConfig(forbidden=True, latency_seconds=0.25))
+    decision = combine(wide.decide(), own.decide())
+    assert (decision.kind, decision.status, decision.latency) == (FaultKind.ERROR, 503, 0.75)
+    calm = FaultInjector(FaultConfig())
+    assert combine(calm.decide(), own.decide()).kind is FaultKind.FORBIDDEN
+    assert combine(calm.decide(), None).kind is None
+
+
+def test_new_modes_left_off_draw_nothing_so_old_seeds_keep_their_sequence() -> None:
+    old = FaultInjector(FaultConfig(error_rate=0.3, drop_rate=0.3, seed=5))
+    new = FaultInjector(FaultConfig(error_rate=0.3, drop_rate=0.3, seed=5, conflict_on_resend=True))
+    for _ in range(50):
+        assert old.decide(status_call=True) == new.decide(status_call=True)
+        assert old.decide_task(1.0) == new.decide_task(1.0)
+
+
+def test_task_decisions_scale_stuck_days_with_the_life_cycle() -> None:
+    injector = FaultInjector(FaultConfig(stuck_started_rate=1.0, vanish_rate=1.0))
+    drawn = injector.decide_task(0.1)
+    assert drawn.stuck_seconds == 30 * DAY * 0.1
+    assert drawn.vanish_after == 1.0
+    assert drawn.faults == (TaskFault.VANISH, TaskFault.STUCK_STARTED)
