@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
 from mixpanel_dsr.api.models import Phase
 from mixpanel_dsr.localcluster.__main__ import publish, wait_for_signal
 from mixpanel_dsr.localcluster.build import ensure_binaries
@@ -40,6 +42,10 @@ from mixpanel_dsr.localcluster.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+#: Where the examples' requests and the operator's own objects live.
+DEMO_NAMESPACE, OPERATOR_NAMESPACE = "privacy", "mixpanel-dsr-system"
+#: What people create (the operator's own kinds follow from these).
+USER_KINDS = ("datasubjectrequests", "mixpanelprojects", "clustermixpanelprojects")
 FINISHED = {Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
 #: ANSI: cursor home, clear the screen.
 _CLEAR = "\x1b[H\x1b[2J"
@@ -183,7 +189,13 @@ def start_sandbox(stack: ExitStack, state: Path, time_scale: float) -> dict[str,
     return urls
 
 
-def start_operator(stack: ExitStack, kubeconfig: Path, state: Path, urls: dict[str, str]) -> bool:
+def start_operator(
+    stack: ExitStack,
+    kubeconfig: Path,
+    state: Path,
+    urls: dict[str, str],
+    scope: tuple[str, ...] = ("--all-namespaces",),
+) -> bool:
     """Run the operator against the cluster and the sandbox, if this build has it."""
     if importlib.util.find_spec("mixpanel_dsr.cli") is None:
         return False
@@ -191,8 +203,8 @@ def start_operator(stack: ExitStack, kubeconfig: Path, state: Path, urls: dict[s
     stack.enter_context(
         _child(
             [
-                sys.executable, "-m", "mixpanel_dsr.cli", "run", "--all-namespaces",
-                "--operator-namespace", "mixpanel-dsr-system",
+                sys.executable, "-m", "mixpanel_dsr.cli", "run", *scope,
+                "--operator-namespace", OPERATOR_NAMESPACE,
                 "--mixpanel-region-urls", region_urls,
                 # Demo pace: the sandbox's tasks take seconds, not weeks.
                 "--packing-quiet", "3s", "--poll-initial", "2s", "--poll-max", "10s",
@@ -255,6 +267,38 @@ def context_cluster(context: str, source: Path | None, state: Path) -> Cluster:
     kubeconfig.touch(mode=0o600)
     kubeconfig.write_text(result.stdout)
     return Cluster(kubeconfig, kubectl, f"Cluster of kubeconfig context {context!r}")
+
+
+def example_objects() -> set[tuple[str, str]]:
+    """(kind, namespace/name) of every object the examples create."""
+    found = set()
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                meta = doc["metadata"]
+                found.add((doc["kind"].lower(), f"{meta.get('namespace', '')}/{meta['name']}"))
+    return found
+
+
+def foreign_objects(cluster: Cluster) -> list[str]:
+    """Mixpanel DSR objects in the cluster that are not the examples' (a real installation's).
+
+    The demo's operator answers from the sandbox and writes status: on a cluster that holds
+    real projects or requests it would answer for them, so the demo refuses such a cluster.
+    """
+    try:
+        cluster.kubectl("get", "crd", "datasubjectrequests.mixpaneldsr.io", timeout=30)
+    except RuntimeError:
+        return []  # the product is not installed there
+    ours = example_objects()
+    out = json.loads(cluster.kubectl("get", ",".join(USER_KINDS), "-A", "-o", "json", timeout=60))
+    foreign = []
+    for item in out["items"]:
+        meta = item["metadata"]
+        name = f"{meta.get('namespace', '')}/{meta['name']}"
+        if (item["kind"].lower(), name) not in ours:
+            foreign.append(f"{item['kind']} {name.lstrip('/')}")
+    return foreign
 
 
 def requests(cluster: Cluster) -> list[Row]:
@@ -341,14 +385,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, state: Path) -> int:
     with ExitStack() as stack:
+        scope: tuple[str, ...] = ("--all-namespaces",)
         if args.context:
             cluster = context_cluster(args.context, args.kubeconfig, state)
+            foreign = foreign_objects(cluster)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+                print(
+                    f"context {args.context!r} holds Mixpanel DSR objects that are not the "
+                    f"examples' ({shown}). The demo's operator answers from a sandbox and "
+                    f"must not touch them: run it against a scratch cluster (e.g. kind).",
+                    file=sys.stderr,
+                )
+                return 2
+            # Only the examples' namespace (cluster projects are watched in any case).
+            scope = ("--namespace", DEMO_NAMESPACE)
         else:
             cluster = local_cluster(stack, state)
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         urls = start_sandbox(stack, state, args.time_scale)
-        has_operator = start_operator(stack, cluster.kubeconfig, state, urls)
+        has_operator = start_operator(stack, cluster.kubeconfig, state, urls, scope)
         for path in sorted(EXAMPLES.glob("*.yaml")):
             cluster.kubectl("apply", "-f", str(path))
         banner = (

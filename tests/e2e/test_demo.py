@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from mixpanel_dsr.localcluster import ControlPlane
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -145,6 +146,33 @@ def test_demo_with_context_runs_against_that_cluster(
         if not i["spec"].get("dryRun")
     }
     assert phases == dict.fromkeys(SAMPLES, "Succeeded")
+
+
+def test_demo_with_context_leaves_a_cluster_with_real_requests_alone(
+    existing_cluster: tuple[ControlPlane, Path], tmp_path: Path
+) -> None:
+    plane, kubeconfig = existing_cluster
+    plane.kubectl("apply", "-f", str(REPO / "crds"))
+    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    plane.kubectl("create", "namespace", "team-a")
+    real = {
+        "apiVersion": "mixpaneldsr.io/v1alpha1",
+        "kind": "DataSubjectRequest",
+        "metadata": {"name": "priv-9001-erase", "namespace": "team-a"},
+        "spec": {"projectRef": {"name": "web"}, "type": "Deletion", "distinctIds": ["u-1"]},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(real))
+    result = subprocess.run(
+        _demo(tmp_path / "state", "--context", "dsr-demo-test"),
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "DataSubjectRequest team-a/priv-9001-erase" in result.stderr
+    # Nothing was applied and no operator ran: the real request has no status.
+    assert plane.kubectl("get", "namespace", "privacy", check=False).returncode != 0
+    got = json.loads(plane.kubectl("get", "dsr", "-n", "team-a", "-o", "json").stdout)
+    assert [i.get("status") for i in got["items"]] == [None]
 
 
 def test_demo_refuses_a_context_the_kubeconfig_does_not_have(tmp_path: Path) -> None:
