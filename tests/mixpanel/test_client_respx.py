@@ -988,3 +988,31 @@ async def test_404_to_a_status_call_is_the_state_not_found(
     assert route.call_count == 1
     respx_mock.get(f"{RET}gone").mock(return_value=error(404, "task not found"))
     assert (await client.retrieval_status("gone")).state is TaskState.NOT_FOUND
+
+
+async def test_a_call_stops_after_two_read_timeouts(
+    client: MixpanelClient, respx_mock: respx.MockRouter
+) -> None:
+    """A Mixpanel that holds its answers past the timeout: each timed-out attempt held the
+    project's calls for the whole timeout, so a status call gives up after the second."""
+    ok = httpx.Response(200, json={"results": {"status": "STARTED"}})
+    route = respx_mock.get(f"{DEL}t").mock(
+        side_effect=[httpx.ReadTimeout("x"), httpx.ReadTimeout("x"), ok]
+    )
+    with pytest.raises(TransientError) as info:
+        await client.deletion_status("t")
+    assert route.call_count == 2
+    assert "2 answers timed out" in str(info.value)
+    assert info.value.retryable  # the caller may ask again later
+    # Other failures in between do not count as timeouts.
+    route.side_effect = [httpx.ReadTimeout("x"), error(503), httpx.ReadTimeout("x"), ok]
+    with pytest.raises(TransientError):
+        await client.deletion_status("t")
+    assert route.call_count == 2 + 3
+    route.side_effect = [httpx.ReadTimeout("x"), ok]
+    assert (await client.deletion_status("t")).state is TaskState.STARTED
+
+
+def test_max_timeouts_must_allow_one_attempt() -> None:
+    with pytest.raises(ValueError, match="max_timeouts"):
+        RetryPolicy(max_timeouts=0)

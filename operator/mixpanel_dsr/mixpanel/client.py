@@ -18,7 +18,8 @@ Retries and creates (no task may be created twice when it can be avoided):
   answered, so it did not create a task);
 - the request was sent and the answer was lost (read timeout, connection dropped, 502/504 from
   a gateway, an unreadable 2xx body): status calls and cancels are retried (idempotent), a
-  create raises :class:`AmbiguousCreateError` at once, without retrying;
+  create raises :class:`AmbiguousCreateError` at once, without retrying; a call stops after
+  ``RetryPolicy.max_timeouts`` read timeouts (each held the project's calls that long);
 - anything else (4xx) is raised at once; but a 404 to a status call is the state NOT_FOUND
   (the host does not know the tracking id), as when it is said in a 200 body.
 
@@ -78,6 +79,7 @@ from .types import (
     ComplianceType,
     DisclosureType,
     Region,
+    StatusCallbacks,
     TaskState,
 )
 
@@ -121,6 +123,8 @@ class _NetworkFailure:
 
     name: str
     sent: bool
+    #: Sent, and no answer came within the read timeout.
+    timed_out: bool = False
 
 
 class MixpanelClient:
@@ -244,6 +248,8 @@ class MixpanelClient:
         self,
         distinct_ids: Sequence[str],
         compliance_type: ComplianceType | str = ComplianceType.GDPR,
+        *,
+        callbacks: StatusCallbacks | None = None,
     ) -> CreatedTask:
         """Create a deletion task for ``distinct_ids``; returns its tracking id.
 
@@ -251,7 +257,8 @@ class MixpanelClient:
         """
         ct = _compliance(compliance_type)
         ids = self._check_ids("create_deletion", distinct_ids)
-        body = {"distinct_ids": ids, "compliance_type": ct.value}
+        body: dict[str, Any] = {"distinct_ids": ids, "compliance_type": ct.value}
+        _with_callbacks(body, callbacks)
         return await self._create("create_deletion", "deletion", body, ids)
 
     async def create_retrieval(
@@ -259,11 +266,14 @@ class MixpanelClient:
         distinct_ids: Sequence[str],
         compliance_type: ComplianceType | str = ComplianceType.GDPR,
         disclosure_type: DisclosureType | str | None = None,
+        *,
+        callbacks: StatusCallbacks | None = None,
     ) -> CreatedTask:
         """Create a retrieval (export) task; ``disclosure_type`` only for CCPA (default Data)."""
         ct = _compliance(compliance_type)
         ids = self._check_ids("create_retrieval", distinct_ids)
         body: dict[str, Any] = {"distinct_ids": ids, "compliance_type": ct.value}
+        _with_callbacks(body, callbacks)
         if disclosure_type is not None:
             if ct is not ComplianceType.CCPA:
                 raise InvalidRequestError(
@@ -393,6 +403,7 @@ class MixpanelClient:
         start = self._clock()
         deadline = None if policy.deadline is None else start + policy.deadline
         attempt = 0
+        timeouts = 0
         last: MixpanelError | None = None
         while True:
             wait: float | None
@@ -416,6 +427,7 @@ class MixpanelClient:
             secrets = (bearer, self._project_token, *ids)
             if isinstance(outcome, _NetworkFailure):
                 error = self._network_error(op, outcome, create, attempt)
+                timeouts += outcome.timed_out
             elif 200 <= outcome.status_code < 300:
                 result = self._parse_ok(op, outcome, parse, create, attempt)
                 if not isinstance(result, MixpanelError):
@@ -446,6 +458,10 @@ class MixpanelClient:
                 delay = policy.backoff(attempt, self._rng)
             if attempt >= policy.max_attempts:
                 raise _gave_up(error, attempt, "max attempts reached")
+            if timeouts >= policy.max_timeouts:
+                # Each one held the project's calls for the whole read timeout; the caller
+                # asks again at its own pace.
+                raise _gave_up(error, attempt, f"{timeouts} answers timed out")
             if deadline is not None and self._clock() + delay > deadline:
                 raise _gave_up(error, attempt, "deadline reached")
             logger.warning(
@@ -476,7 +492,11 @@ class MixpanelClient:
                 timeout=self._timeout,
             )
         except httpx.HTTPError as exc:  # TransportError, and anything else httpx raises
-            failure = _NetworkFailure(name=type(exc).__name__, sent=not isinstance(exc, _NOT_SENT))
+            failure = _NetworkFailure(
+                name=type(exc).__name__,
+                sent=not isinstance(exc, _NOT_SENT),
+                timed_out=isinstance(exc, httpx.ReadTimeout),
+            )
         # Returned outside the except block: no httpx exception is left as __context__.
         return failure
 
@@ -592,6 +612,12 @@ class MixpanelClient:
         return InvalidRequestError(
             describe(op, status, "unexpected response (check the base URL)"), **kw
         )
+
+
+def _with_callbacks(body: dict[str, Any], callbacks: StatusCallbacks | None) -> None:
+    if callbacks is not None:
+        body["subject_request_id"] = callbacks.subject_request_id
+        body["status_callback_urls"] = list(callbacks.urls)
 
 
 def _compliance(value: ComplianceType | str) -> ComplianceType:

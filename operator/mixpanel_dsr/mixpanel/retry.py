@@ -32,6 +32,10 @@ class RetryPolicy:
         ambiguous_create_statuses: 5xx statuses that make a create ambiguous rather than
             retryable: a gateway answering 502/504 may have lost the upstream's reply after the
             upstream acted. Any other 5xx is read as "Mixpanel answered: not created".
+        max_timeouts: most attempts of one call that may end in a read timeout. Each one holds
+            the project's next calls (its cancels too) for the whole HTTP read timeout, so a
+            Mixpanel that stopped answering costs two of them per call, not the whole deadline;
+            the caller (a poll, a cancel, a token check) asks again at its own pace.
     """
 
     max_attempts: int = 5
@@ -42,10 +46,13 @@ class RetryPolicy:
     rate_limit_delay: float = 5.0
     max_retry_after: float = 300.0
     ambiguous_create_statuses: frozenset[int] = field(default_factory=lambda: frozenset({502, 504}))
+    max_timeouts: int = 2
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.max_timeouts < 1:
+            raise ValueError("max_timeouts must be >= 1")
         if self.base_delay < 0 or self.max_delay < 0 or self.rate_limit_delay < 0:
             raise ValueError("delays must be >= 0")
         if self.multiplier < 1:
