@@ -11,14 +11,17 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import kopf
 from prometheus_client import start_http_server
 
 from mixpanel_dsr import __version__
+from mixpanel_dsr.callback_server import CallbackServer
 from mixpanel_dsr.health import HealthServer
 from mixpanel_dsr.metrics import LEADER
+from mixpanel_dsr.mixpanel.callbacks import CallbackError, load_public_key
 from mixpanel_dsr.mixpanel.types import REGION_BASE_URLS
 from mixpanel_dsr.readiness import Role
 from mixpanel_dsr.settings import Settings, normalize_url, parse_duration, parse_region_urls
@@ -123,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
         "DSR_OPERATOR_ALLOWED_WEBHOOK_URLS, comma-separated). None given: any https URL, and "
         "http to loopback; some given: only URLs under them (e.g. an in-cluster http receiver)",
     )
+    callbacks = run.add_argument_group(
+        "status callbacks", "for projects with spec.statusCallbacks (docs/operations.md)"
+    )
+    callbacks.add_argument(
+        "--callback-url",
+        default=_env("CALLBACK_URL"),
+        help="the https URL Mixpanel posts status callbacks to (reaching --callback-port)",
+    )
+    callbacks.add_argument(
+        "--callback-port", type=int, default=int(_env("CALLBACK_PORT", "0") or 0),
+        help="port of the callback listener (0: off)",
+    )  # fmt: skip
+    callbacks.add_argument(
+        "--callback-key-file",
+        default=_env("CALLBACK_KEY_FILE"),
+        help="PEM public key or certificate that Mixpanel's callback signatures verify with",
+    )
+    callbacks.add_argument(
+        "--callback-tls-cert", default=_env("CALLBACK_TLS_CERT"),
+        help="serve the listener with this certificate (else plain http behind a TLS proxy)",
+    )  # fmt: skip
+    callbacks.add_argument("--callback-tls-key", default=_env("CALLBACK_TLS_KEY"))
     defaults = Settings()
     durations = {
         "packing-quiet": ("packing_quiet", "send packed deletions after no new ids for this long"),
@@ -157,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
             "receipt_retention",
             "receipts of finished requests are kept this long after the request finished, "
             "then removed",
+        ),
+        "callback-poll-interval": (
+            "callback_poll_interval",
+            "with status callbacks, how often a task is checked when no callback says so",
         ),
         "tick": ("tick", "engine wake-up period"),
     }
@@ -198,9 +227,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
         receipt_retention=args.receipt_retention,
         watched_namespaces=[] if args.all_namespaces else list(args.namespace),
         allowed_webhook_urls=[u.strip() for u in args.allowed_webhook_url],
+        callback_url=args.callback_url or None,
+        callback_poll_interval=args.callback_poll_interval,
         max_attempts=args.max_attempts,
         deadline_margin=timedelta(days=args.deadline_margin_days),
     )
+    if args.callback_url:
+        if not args.callback_url.startswith("https://"):
+            raise ValueError("--callback-url must be an https URL (Mixpanel calls only those)")
+        if not (args.callback_port and args.callback_key_file):
+            raise ValueError("--callback-url needs --callback-port and --callback-key-file")
+    if bool(args.callback_tls_cert) != bool(args.callback_tls_key):
+        raise ValueError("--callback-tls-cert and --callback-tls-key go together")
     if args.mixpanel_region_urls:
         settings.region_urls.update(parse_region_urls(args.mixpanel_region_urls))
     allowed = [*REGION_BASE_URLS.values(), *settings.region_urls.values()]
@@ -241,6 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(args.metrics_port)
     memo = kopf.Memo(settings=settings)
     health = HealthServer(args.health_port, engine_started=lambda: "engine" in memo)
+    listener: CallbackServer | None = None
+    if args.callback_port and args.callback_key_file:
+        try:
+            key = load_public_key(Path(args.callback_key_file).read_bytes())
+        except (OSError, CallbackError) as err:
+            print(f"dsr-operator: --callback-key-file: {err}", file=sys.stderr)
+            return 2
+        tls = (args.callback_tls_cert, args.callback_tls_key) if args.callback_tls_cert else None
+        listener = CallbackServer(args.callback_port, key, lambda: memo.get("engine"), tls=tls)
     operator = functools.partial(
         kopf.operator,
         registry=registry,
@@ -253,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.leader_elect:
         LEADER.set(1)
-        asyncio.run(_serving_health(health, operator()))
+        asyncio.run(_serving_health(health, operator(), listener))
         return 0
     from mixpanel_dsr.leader import LeaderElector, default_identity
 
@@ -262,16 +309,23 @@ def main(argv: list[str] | None = None) -> int:
         args.leader_election_id,
         default_identity(),
     )
-    return asyncio.run(_serving_health(health, run_as_leader(elector, operator, health)))
+    return asyncio.run(_serving_health(health, run_as_leader(elector, operator, health), listener))
 
 
-async def _serving_health(health: HealthServer, work: Coroutine[Any, Any, _T]) -> _T:
-    """Serve /healthz and /readyz (unless --health-port 0) for as long as ``work`` runs."""
+async def _serving_health(
+    health: HealthServer, work: Coroutine[Any, Any, _T], listener: CallbackServer | None = None
+) -> _T:
+    """Serve /healthz and /readyz (unless --health-port 0), and the status callback listener
+    when there is one, for as long as ``work`` runs."""
     if health.port:
         await health.start()
+    if listener is not None:
+        await listener.start()
     try:
         return await work
     finally:
+        if listener is not None:
+            await listener.stop()
         await health.stop()
 
 

@@ -119,3 +119,11 @@ RECEIPTS = Counter(
     "Receipts of finished requests, by outcome (written, refused by the API server)",
     ["outcome"],
 )
+
+CALLBACKS = Counter(
+    "mixpanel_dsr_status_callbacks_total",
+    "Mixpanel status callbacks received, by outcome (checking: the task is checked now; "
+    "unchanged: it says what the task shows; unknown: no task has that subject_request_id; "
+    "refused: bad signature or body; standby: this replica does not work now)",
+    ["outcome"],
+)

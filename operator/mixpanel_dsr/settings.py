@@ -138,6 +138,11 @@ class Settings:
     #: Webhook URL prefixes projects' notifications may use (empty: any https URL, and
     #: http to loopback).
     allowed_webhook_urls: list[str] = field(default_factory=list)
+    #: Where Mixpanel posts status callbacks for projects with statusCallbacks (the public
+    #: https URL of the callback listener); None: callbacks are not asked for.
+    callback_url: str | None = None
+    #: With callbacks, a task is checked at least this often (callbacks say when sooner).
+    callback_poll_interval: float = 6 * 3600.0
     #: The namespaces the operator watches; empty: every namespace.
     watched_namespaces: list[str] = field(default_factory=list)
     #: Engine wake-up period.

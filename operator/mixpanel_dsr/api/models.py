@@ -237,6 +237,14 @@ class MixpanelProjectSpec(Model):
         "The admission policy shipped in crds/ checks who sets them and that the approver "
         "may approve (RBAC verb approve on datasubjectrequests).",
     )
+    status_callbacks: bool | None = Field(
+        default=None,
+        description="Mixpanel sends this project's status callbacks (switched on for the "
+        "project at Mixpanel): each task is created with a subject_request_id and the "
+        "operator's callback URL (--callback-url); a callback saying a task moved has it "
+        "checked at once, and otherwise tasks are checked every --callback-poll-interval. "
+        "Status checks stay the truth.",
+    )
     notifications: list[WebhookEndpoint] | None = Field(
         default=None,
         max_length=5,
@@ -839,6 +847,12 @@ class MixpanelTaskStatus(Model):
     )
     mixpanel_state: TaskState | None = Field(
         default=None, description="The state Mixpanel last reported."
+    )
+    subject_request_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The subject_request_id of the create call Mixpanel accepted (projects "
+        "with statusCallbacks): how its status callbacks name the task.",
     )
     adopted: bool | None = Field(
         default=None,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from mixpanel_dsr.mixpanel.responses import CreatedTask, TaskStatus
-from mixpanel_dsr.mixpanel.types import ComplianceType, DisclosureType
+from mixpanel_dsr.mixpanel.types import ComplianceType, DisclosureType, StatusCallbacks
 
 
 class KubePort(Protocol):
@@ -63,7 +63,11 @@ class KubePort(Protocol):
 
 class MixpanelPort(Protocol):
     async def create_deletion(
-        self, distinct_ids: Sequence[str], compliance_type: ComplianceType | str = ...
+        self,
+        distinct_ids: Sequence[str],
+        compliance_type: ComplianceType | str = ...,
+        *,
+        callbacks: StatusCallbacks | None = ...,
     ) -> CreatedTask: ...
 
     async def create_retrieval(
@@ -71,6 +75,8 @@ class MixpanelPort(Protocol):
         distinct_ids: Sequence[str],
         compliance_type: ComplianceType | str = ...,
         disclosure_type: DisclosureType | str | None = ...,
+        *,
+        callbacks: StatusCallbacks | None = ...,
     ) -> CreatedTask: ...
 
     async def deletion_status(self, tracking_id: str) -> TaskStatus: ...

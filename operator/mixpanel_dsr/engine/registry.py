@@ -23,6 +23,7 @@ from mixpanel_dsr.api.models import (
     NotificationEvent,
     Phase,
     RetryRecord,
+    TaskPhase,
 )
 from mixpanel_dsr.conditions import get_condition
 from mixpanel_dsr.deadlines import deadline
@@ -41,6 +42,7 @@ from mixpanel_dsr.engine.state import (
 )
 from mixpanel_dsr.kube import SecretProblem
 from mixpanel_dsr.ledger import Coverage, Policy, Waiting, cover, plan
+from mixpanel_dsr.mixpanel.callbacks import Callback, RequestStatus
 from mixpanel_dsr.notifications import build as build_notification
 from mixpanel_dsr.planning import InvalidIdsError, keyed_digest, parse_id_list
 from mixpanel_dsr.progress import AWAITING_APPROVAL, Blocker, compose_status
@@ -71,6 +73,13 @@ def project_key_of(spec_ref_kind: str, namespace: str, name: str) -> ProjectKey:
     return ("MixpanelProject", namespace, name)
 
 
+#: The task phases a status callback's request_status agrees with (no check needed).
+CALLBACK_PHASES: dict[RequestStatus, frozenset[TaskPhase]] = {
+    RequestStatus.PENDING: frozenset({TaskPhase.SUBMITTED}),
+    RequestStatus.IN_PROGRESS: frozenset({TaskPhase.STARTED}),
+    RequestStatus.COMPLETED: frozenset({TaskPhase.SUCCEEDED}),
+    RequestStatus.CANCELLED: frozenset({TaskPhase.FAILED, TaskPhase.REVOKED}),
+}
 #: Annotations longer than this are not kept in memory (nor copied into receipts).
 MAX_KEPT_ANNOTATION = 1024
 #: How often receipts past their retention are looked for.
@@ -142,6 +151,8 @@ class Engine:
             event_hooks={"response": [self._count_response]},
         )
         self._housekeeper: asyncio.Task[None] | None = None
+        #: subject_request_id -> (project, MixpanelTask name), for status callbacks.
+        self.subjects: dict[str, tuple[ProjectKey, str]] = {}
         self.outbox = Outbox(
             kube, allowed_urls=settings.allowed_webhook_urls, clock=clock, wall=wall
         )
@@ -608,6 +619,25 @@ class Engine:
         self, request: Request, reason: str, message: str, *, warning: bool = False
     ) -> None:
         await self.kube.event(request.ref(), reason, message, warning=warning)
+
+    def callbacks_enabled(self, project: Project) -> bool:
+        """Whether this project's tasks are created with status callbacks."""
+        spec = project.spec
+        return bool(self.settings.callback_url and spec and spec.status_callbacks)
+
+    def on_callback(self, callback: Callback) -> str:
+        """A verified status callback: check its task now if it says the task moved. The
+        outcome, for metrics: checking, unchanged or unknown."""
+        found = self.subjects.get(callback.subject_request_id)
+        project = self.projects.get(found[0]) if found else None
+        task = project.tasks.get(found[1]) if project and found else None
+        if project is None or task is None:
+            return "unknown"
+        if task.phase.terminal or task.phase in CALLBACK_PHASES[callback.status]:
+            return "unchanged"
+        task.next_check = min(task.next_check, self.clock())
+        project.wake.set()
+        return "checking"
 
     def notify(
         self,

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
+import uuid
 from urllib.parse import urlsplit
 
 from kubernetes.client.exceptions import ApiException
@@ -66,7 +68,7 @@ from mixpanel_dsr.mixpanel.errors import (
     MixpanelError,
     NotCancellableError,
 )
-from mixpanel_dsr.mixpanel.types import TaskState
+from mixpanel_dsr.mixpanel.types import StatusCallbacks, TaskState
 from mixpanel_dsr.planning import keyed_digest
 from mixpanel_dsr.progress import Blocker
 from mixpanel_dsr.settings import parse_duration, url_allowed
@@ -200,6 +202,8 @@ def _index(engine: Engine, project: Project, task: LiveTask) -> None:
     """Add a task to the project's ledger; the requests it covers see it next flush."""
     project.tasks[task.name] = task
     project.sequence = max(project.sequence, task.spec.sequence)
+    if task.status.subject_request_id:
+        engine.subjects[task.status.subject_request_id] = (project.key, task.name)
     for n, member in enumerate(task.spec.members):
         project.slices.setdefault(member.uid, []).append(Slice(task, n))
     _touch(engine, project, task)
@@ -273,6 +277,7 @@ async def retire_tasks(engine: Engine, project: Project) -> None:
             log.warning("task %s: removing it failed: %s", task.name, _kube_brief(err))
             return
         del project.tasks[task.name]
+        engine.subjects.pop(task.status.subject_request_id or "", None)
         for member in task.spec.members:
             kept = [s for s in project.slices.get(member.uid, []) if s.task is not task]
             if kept:
@@ -664,9 +669,14 @@ async def _send(engine: Engine, project: Project, task: LiveTask, ids: list[list
             return
     kind = "deletion" if task.is_deletion else "retrieval"
     await _warm_token(engine, project)
+    callbacks = None
+    if engine.callbacks_enabled(project):
+        assert engine.settings.callback_url is not None
+        # A fresh id per call: a resent create must not reuse one Mixpanel may hold already.
+        callbacks = StatusCallbacks(str(uuid.uuid4()), (engine.settings.callback_url,))
     engine.inflight.add(task.name)
     try:
-        outcome = await _call_create(engine, project, client, task, flat, ids)
+        outcome = await _call_create(engine, project, client, task, flat, ids, callbacks)
     finally:
         engine.inflight.discard(task.name)
     now = engine.wall()
@@ -674,6 +684,15 @@ async def _send(engine: Engine, project: Project, task: LiveTask, ids: list[list
         task, outcome, now, engine.policy,
         next_sequence=max(project.sequence + 1, int(now.timestamp() * 1000)),
     )  # fmt: skip
+    if callbacks is not None and outcome.result is CreateResult.CREATED:
+        # Recorded with the tracking id, in the same write.
+        decision = dataclasses.replace(
+            decision,
+            status=decision.status.model_copy(
+                update={"subject_request_id": callbacks.subject_request_id}
+            ),
+        )
+        engine.subjects[callbacks.subject_request_id] = (project.key, task.name)
     if decision.follower is not None:
         spec, status = decision.follower
         follower_ids = []
@@ -689,8 +708,8 @@ async def _send(engine: Engine, project: Project, task: LiveTask, ids: list[list
     _touch(engine, project, task)
     if task.phase is TaskPhase.SUBMITTED:
         metrics.IDS_SUBMITTED.labels(kind).inc(len(flat))
-        task.interval = engine.settings.poll_initial
-        task.next_check = engine.clock() + engine.settings.poll_initial
+        task.interval = _poll_pace(engine, project, task)[0]
+        task.next_check = engine.clock() + task.interval
         log.info(
             "project %s: %s task %s (Mixpanel %s) holds %d ids for %d requests",
             project_label(project.key), kind, task.name, task.status.tracking_id,
@@ -734,13 +753,22 @@ async def _call_create(
     task: LiveTask,
     flat: list[str],
     ids: list[list[str]],
+    callbacks: StatusCallbacks | None = None,
 ) -> CreateOutcome:
     try:
-        if task.is_deletion:
+        if task.is_deletion and callbacks is None:
             created = await client.create_deletion(flat, task.spec.compliance_type)
-        else:
+        elif task.is_deletion:
+            created = await client.create_deletion(
+                flat, task.spec.compliance_type, callbacks=callbacks
+            )
+        elif callbacks is None:
             created = await client.create_retrieval(
                 flat, task.spec.compliance_type, task.spec.disclosure_type
+            )
+        else:
+            created = await client.create_retrieval(
+                flat, task.spec.compliance_type, task.spec.disclosure_type, callbacks=callbacks
             )
     except AmbiguousCreateError:
         return CreateOutcome(CreateResult.LOST)
@@ -796,9 +824,9 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
     state = answer.state
     before = task.phase
     changed = state is not task.status.mixpanel_state
+    initial, factor, longest = _poll_pace(engine, project, task)
     task.interval = next_interval(
-        task.interval or engine.settings.poll_initial, changed,
-        engine.settings.poll_initial, engine.settings.poll_factor, engine.settings.poll_max,
+        task.interval or initial, changed, initial, factor, longest
     )  # fmt: skip
     task.next_check = engine.clock() + task.interval
     if state is TaskState.REVOKED:
@@ -826,6 +854,15 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
             if task.phase is not TaskPhase.SUCCEEDED:
                 await _task_event(engine, task, task.phase.value, new.message or "", warning=True)
     return True
+
+
+def _poll_pace(engine: Engine, project: Project, task: LiveTask) -> tuple[float, float, float]:
+    """(first interval, factor, longest interval) of the task's status checks: adaptive, or
+    a fixed safety net where Mixpanel's callbacks say when to look."""
+    settings = engine.settings
+    if task.status.subject_request_id and engine.callbacks_enabled(project):
+        return settings.callback_poll_interval, 1.0, settings.callback_poll_interval
+    return settings.poll_initial, settings.poll_factor, settings.poll_max
 
 
 async def _store_export(engine: Engine, project: Project, task: LiveTask, link: str) -> None:

@@ -5,6 +5,7 @@ Every value here comes from ../shared/mixpanel-gdpr-api.md (the fact sheet).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -64,3 +65,12 @@ class TaskState(StrEnum):
 
 #: Most distinct ids Mixpanel accepts in one create call (a project may have a lower limit).
 MAX_IDS_PER_REQUEST = 2000
+
+
+@dataclass(frozen=True)
+class StatusCallbacks:
+    """What a create call carries for a project with status callbacks (fact sheet: v3.0,
+    ``subject_request_id`` a lower-case UUIDv4 unique in the project, up to 5 HTTPS URLs)."""
+
+    subject_request_id: str
+    urls: tuple[str, ...]

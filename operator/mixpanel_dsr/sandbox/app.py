@@ -18,7 +18,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from mixpanel_dsr.mixpanel.types import Region, TaskState
+from mixpanel_dsr.sandbox import callbacks
 from mixpanel_dsr.sandbox.config import (
+    CallbacksConfig,
     ExportsConfig,
     LifecycleConfig,
     LimitsConfig,
@@ -498,13 +500,14 @@ async def set_faults(request: web.Request) -> web.StreamResponse:
 
 
 _SETTINGS_SECTIONS: dict[
-    str, type[LimitsConfig | ResponsesConfig | LifecycleConfig | ExportsConfig]
+    str, type[LimitsConfig | ResponsesConfig | LifecycleConfig | ExportsConfig | CallbacksConfig]
 ]
 _SETTINGS_SECTIONS = {
     "limits": LimitsConfig,
     "responses": ResponsesConfig,
     "lifecycle": LifecycleConfig,
     "exports": ExportsConfig,
+    "callbacks": CallbacksConfig,
 }
 
 
@@ -553,6 +556,16 @@ async def advance_clock(request: web.Request) -> web.StreamResponse:
     return _json(_clock_view(state))
 
 
+async def callback_key(request: web.Request) -> web.StreamResponse:
+    """The public key status callbacks are signed with (PEM)."""
+    return _json({"public_key_pem": callbacks.public_pem(request.app[STATE].callback_key)})
+
+
+async def list_callbacks(request: web.Request) -> web.StreamResponse:
+    """Every status callback POSTed, oldest first."""
+    return _json({"callbacks": request.app[STATE].callback_log})
+
+
 async def reset(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     keep = (await _json_body(request)).get("keep_projects", False)
@@ -597,5 +610,7 @@ def build_app(state: SandboxState, region: Region, urls: dict[str, str]) -> web.
     router.add_post("/_sandbox/settings", set_settings)
     router.add_get("/_sandbox/clock", get_clock)
     router.add_post("/_sandbox/clock", advance_clock)
+    router.add_get("/_sandbox/callbacks", list_callbacks)
+    router.add_get("/_sandbox/callbacks/key", callback_key)
     router.add_post("/_sandbox/reset", reset)
     return app

@@ -141,6 +141,9 @@ class ProjectConfig(_Model):
     conflict_409: bool | None = None
     #: Faults of this project's calls and tasks, on top of the sandbox-wide ``faults``.
     faults: FaultConfig | None = None
+    #: Deliver status callbacks of tasks created with ``status_callback_urls`` (opt-in per
+    #: project at Mixpanel too).
+    status_callbacks: bool = False
 
     @field_validator("region", mode="before")
     @classmethod
@@ -204,6 +207,18 @@ class ExportsConfig(_Model):
     events_per_id: int = Field(default=3, ge=0, le=1000)
 
 
+class CallbacksConfig(_Model):
+    """How status callbacks are delivered (sandbox/callbacks.py)."""
+
+    #: Check the receiver's TLS certificate (against ``ca_file`` when given).
+    verify_tls: bool = True
+    ca_file: str | None = None
+    #: A delivered status is sent again after this long (times ``lifecycle.time_scale``).
+    redeliver_seconds: float = Field(default=900.0, gt=0)
+    #: A refused or failed delivery is tried again after this long (times the time scale).
+    retry_seconds: float = Field(default=60.0, gt=0)
+
+
 class SandboxConfig(_Model):
     """The whole sandbox configuration (the file format of ``--config``)."""
 
@@ -218,6 +233,7 @@ class SandboxConfig(_Model):
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     exports: ExportsConfig = Field(default_factory=ExportsConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)
+    callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
 
     @field_validator("ports", mode="before")
     @classmethod

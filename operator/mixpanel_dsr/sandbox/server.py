@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -10,6 +12,7 @@ from aiohttp import web
 
 from mixpanel_dsr.mixpanel.types import Region
 from mixpanel_dsr.sandbox.app import API_PREFIX, build_app
+from mixpanel_dsr.sandbox.callbacks import CallbackSender
 from mixpanel_dsr.sandbox.config import SandboxConfig, demo_projects
 from mixpanel_dsr.sandbox.state import Clock, SandboxState
 
@@ -35,6 +38,7 @@ class RunningSandbox:
     base_urls: dict[Region, str]
     ports: dict[Region, int]
     _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
+    _callbacks: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def admin_url(self) -> str:
@@ -46,6 +50,11 @@ class RunningSandbox:
         return json.dumps({region.value: url for region, url in self.base_urls.items()})
 
     async def stop(self) -> None:
+        if self._callbacks is not None:
+            self._callbacks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._callbacks
+            self._callbacks = None
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
@@ -103,4 +112,5 @@ async def start_sandbox(
         await sandbox.stop()
         raise
     urls.update({region.value: url for region, url in sandbox.base_urls.items()})
+    sandbox._callbacks = asyncio.create_task(CallbackSender(state).run(), name="callbacks")
     return sandbox

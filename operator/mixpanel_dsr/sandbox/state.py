@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from mixpanel_dsr.mixpanel.types import ComplianceType, DisclosureType, Region, TaskState
-from mixpanel_dsr.sandbox import export
+from mixpanel_dsr.sandbox import callbacks, export
 from mixpanel_dsr.sandbox.config import (
     FaultConfig,
     OAuthTokenConfig,
@@ -279,6 +279,8 @@ class SandboxState:
             or secrets.token_bytes(32)
         )
         self.faults = FaultInjector(config.faults)
+        #: Signs status callbacks (RSA); the public half is served to receivers.
+        self.callback_key = callbacks.new_key()
         self.reset()
 
     # --- time -------------------------------------------------------------------------------
@@ -306,6 +308,8 @@ class SandboxState:
         self.clock_offset = 0.0
         self.tasks: dict[str, Task] = {}
         self.calls: list[CallRecord] = []
+        #: Every status callback POSTed (sandbox/callbacks.py), for tests and the curious.
+        self.callback_log: list[dict[str, Any]] = []
         self._last_accepted: dict[str, float] = {}
         self.faults.configure(self.config.faults)
         if not keep_projects:
