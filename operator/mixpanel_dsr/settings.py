@@ -142,7 +142,7 @@ class Settings:
     #: https URL of the callback listener); None: callbacks are not asked for.
     callback_url: str | None = None
     #: With callbacks, a task is checked at least this often (callbacks say when sooner).
-    callback_poll_interval: float = 6 * 3600.0
+    callback_poll_interval: float = 24 * 3600.0
     #: The namespaces the operator watches; empty: every namespace.
     watched_namespaces: list[str] = field(default_factory=list)
     #: Engine wake-up period.

@@ -115,6 +115,43 @@ def test_deployment_is_locked_down(helm: Helm) -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
 
 
+def test_status_callbacks_render_a_listener_its_key_and_a_service(helm: Helm) -> None:
+    from mixpanel_dsr.mixpanel.callbacks import load_public_key
+    from mixpanel_dsr.sandbox.callbacks import new_key, public_pem
+
+    pem = public_pem(new_key())
+    url = "https://dsr.example.com/mixpanel/callbacks"
+    docs = helm.template({"statusCallbacks": {"url": url, "publicKey": pem}})
+    (deployment,) = find(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert f"--callback-url={url}" in container["args"]
+    assert "--callback-port=9443" in container["args"]
+    key_file = next(a for a in container["args"] if a.startswith("--callback-key-file="))
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "callbacks-key"]
+    assert key_file.split("=", 1)[1].startswith(mount["mountPath"] + "/")
+    (config_map,) = [
+        c for c in find(docs, "ConfigMap") if c["metadata"]["name"].endswith("-callbacks")
+    ]
+    load_public_key(config_map["data"]["mixpanel.pem"].encode())  # the PEM arrives intact
+    (service,) = [s for s in find(docs, "Service") if s["metadata"]["name"].endswith("-callbacks")]
+    assert service["spec"]["ports"][0]["targetPort"] == "callbacks"
+    (policy,) = find(docs, "NetworkPolicy")
+    assert {"port": "callbacks", "protocol": "TCP"} in [
+        port for rule in policy["spec"]["ingress"] for port in rule["ports"]
+    ]
+    refused = helm.run(
+        "template", "rel", str(CHART), values={"statusCallbacks": {"url": url}}, check=False
+    )
+    assert refused.returncode != 0
+    assert "statusCallbacks.publicKey" in refused.stderr
+    # Off by default: no listener, no Service, no port.
+    (deployment,) = find(helm.template(), "Deployment")
+    assert not any(
+        "--callback" in a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
 def test_crds_are_the_repository_crds_and_can_be_left_out(helm: Helm) -> None:
     rendered = {d["metadata"]["name"]: d for d in find(helm.template(), "CustomResourceDefinition")}
     committed = {
