@@ -19,6 +19,7 @@ handover took, from the kill or the stall to the new leader's first Mixpanel cal
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -66,11 +67,19 @@ class Handover:
     old_exited_at: float | None = None
     old_last_call: float | None = None
     new_first_call: float | None = None
+    #: The standby was running when the leader was disrupted (it had not exited by itself).
+    standby_alive: bool = True
 
     @property
     def seconds(self) -> float:
-        """From the kill or the stall to the new leader's first Mixpanel call."""
-        return (self.new_first_call or self.lease_moved_at) - self.disrupted_at
+        """From the kill or the stall to the new leader's first Mixpanel call (or the
+        Lease's move; infinite if neither came)."""
+        end = self.new_first_call or self.lease_moved_at
+        return end - self.disrupted_at if end else math.inf
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.lease_moved_at - self.disrupted_at if self.lease_moved_at else math.inf
 
     @property
     def gap(self) -> float | None:
@@ -103,6 +112,10 @@ class HandoverOutcome:
         if len(self.handovers) != 2:
             out.append(f"{len(self.handovers)} handovers, not 2")
         for h in self.handovers:
+            if not h.standby_alive:
+                out.append(f"{h.how}: the standby {h.new} had exited by itself")
+            if not h.lease_moved_at:
+                out.append(f"{h.how}: the Lease never moved to {h.new}")
             if h.gap is None:
                 out.append(f"{h.how}: no Mixpanel call by the old or the new leader")
             elif h.gap <= 0:
@@ -255,6 +268,8 @@ def _disrupt(
     old = wait_until(lambda: lease_holder(api, namespace), timeout=60, what="a leader")
     [new] = [name for name in replicas if name != old]
     handover = Handover(how, old, new)
+    standby = replicas[new].operator.proc
+    handover.standby_alive = standby is not None and standby.poll() is None
     leader = replicas[old]
     assert leader.operator.proc is not None
     proc = leader.operator.proc
@@ -289,7 +304,7 @@ def _disrupt(
         handover.new_first_call = min(news) if news else None
     log(
         f"{how}: {old} -> {new}: Lease moved after "
-        f"{handover.lease_moved_at - handover.disrupted_at:.1f} s, first Mixpanel call of "
+        f"{handover.lease_seconds:.1f} s, first Mixpanel call of "
         f"{new} after {handover.seconds:.1f} s"
         + (f", {old} stepped down after {handover.old_exited_at - handover.disrupted_at:.1f} s"
            if handover.old_exited_at and how is Disruption.PARTITION else ""),
@@ -337,7 +352,7 @@ def report(outcome: HandoverOutcome) -> str:
         stopped = f"{h.old_exited_at - h.disrupted_at:.1f} s" if h.old_exited_at else "-"
         gap = f"{h.gap:.1f} s" if h.gap is not None else "-"
         lines.append(
-            f"  {h.how + ' of ' + h.old:38}{h.lease_moved_at - h.disrupted_at:>10.1f} s"
+            f"  {h.how + ' of ' + h.old:38}{h.lease_seconds:>10.1f} s"
             f"{stopped:>13}{h.seconds:>12.1f} s{gap:>21}"
         )
     lines += [

@@ -10,9 +10,10 @@ releases the Lease, so the standby takes over within one ``retry_period``.
 
 The deadline is kept even while a renewal hangs (an API server partitioned away
 whose connection stays open): the holder waits for an attempt only until
-``renew_deadline`` after the start of its last successful renewal, which is never
-later than the renewTime the API server stored, so it has stopped
-``lease_duration - renew_deadline`` before a standby may take over.
+``renew_deadline`` after the start of its last successful renewal (which is never
+later than the renewTime the API server stored), or ``retry_period`` if that is
+later, so it has stopped before a standby may take over (``renew_deadline +
+retry_period < lease_duration``). Lease calls run on threads of their own.
 
 Expiry is judged on the waiting replica's own monotonic clock from the moment
 it last saw the Lease change (as client-go does), never by comparing clocks
@@ -33,6 +34,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +82,8 @@ class LeaderElector:
         self._observed: tuple[str | None, Any, str | None] | None = None
         self._observed_at = 0.0
         self._renewed_at = 0.0
+        #: Lease calls only (an abandoned hanging call holds one thread until it times out).
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lease")
 
     # ------------------------------------------------------------------ one attempt
 
@@ -196,7 +200,7 @@ class LeaderElector:
     async def acquire(self) -> None:
         """Return once this replica holds the Lease (waiting as a standby until then)."""
         waiting_logged = False
-        while not await asyncio.to_thread(self.try_acquire_or_renew):
+        while not await self._lease_call(self.try_acquire_or_renew):
             if not waiting_logged:
                 holder = self._observed[0] if self._observed else None
                 log.info(
@@ -210,21 +214,31 @@ class LeaderElector:
         """Seconds until ``renew_deadline`` after the last successful renewal began."""
         return self._renewed_at + self.timing.renew_deadline - self._clock()
 
+    async def _lease_call(self, fn: Callable[[], Any]) -> Any:
+        """Run a blocking Lease call on the elector's own threads: the loop's default
+        executor may be busy (kopf, DNS lookups), which must not delay a renewal."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
     async def _renew_by_deadline(self) -> bool:
-        """One attempt, given up (False) at the deadline even if the call still hangs: the
-        thread is left to its socket timeout, the caller steps down at once."""
-        attempt = asyncio.ensure_future(asyncio.to_thread(self.try_acquire_or_renew))
+        """One attempt, given up (False) at the deadline even if the call still hangs (the
+        thread is left to its socket timeout; the caller steps down at once). An attempt
+        always gets ``retry_period``, so that a loop that woke up late still tries once: a
+        renewal that succeeds proves nobody took over (the write carries resourceVersion)."""
+        attempt = asyncio.ensure_future(self._lease_call(self.try_acquire_or_renew))
+        window = max(self.timing.retry_period, self._left())
         try:
-            return await asyncio.wait_for(asyncio.shield(attempt), timeout=max(0.0, self._left()))
+            result: bool = await asyncio.wait_for(asyncio.shield(attempt), timeout=window)
         except TimeoutError:
             return False
+        return result
 
     async def hold(self) -> None:
         """Renew until another holds the Lease or renewals failed for ``renew_deadline``;
-        return no later than ``renew_deadline`` after the last successful renewal began."""
+        return at most ``retry_period`` after that deadline (12 s with the defaults, before
+        a standby may take over after ``lease_duration``, 15 s), even while a call hangs."""
         while True:
             await asyncio.sleep(min(self.timing.retry_period, max(0.0, self._left())))
-            if self._left() > 0 and await self._renew_by_deadline():
+            if await self._renew_by_deadline():
                 continue
             holder = self._observed[0] if self._observed else None
             if holder not in (None, self.identity):
