@@ -213,6 +213,8 @@ def run_handover(
         )  # fmt: skip
         replicas[name] = Replica(name, host, proxy, operator)
     feeder: Feeder | None = None
+    # Calls of whatever used the sandbox before (the chaos run) are not the replicas'.
+    since = max((int(c["seq"]) for c in _calls(sandbox, 0)), default=0)
     try:
         for replica in replicas.values():
             replica.operator.start()
@@ -225,7 +227,7 @@ def run_handover(
         feeder.start()
         for how in (Disruption.KILL, Disruption.PARTITION):
             time.sleep(settle)
-            outcome.handovers.append(_disrupt(how, replicas, api, sandbox, namespace))
+            outcome.handovers.append(_disrupt(how, replicas, api, sandbox, namespace, since))
         time.sleep(settle)
         feeder.stop()
         outcome.requests = feeder.count
@@ -240,7 +242,7 @@ def run_handover(
             wait_until(done, timeout=timeout, interval=2, what="every request Succeeded")
         except AssertionError as err:
             outcome.timed_out = str(err)
-        _read_calls(outcome, replicas, api, sandbox, namespace)
+        _read_calls(outcome, replicas, api, sandbox, namespace, since)
     finally:
         if feeder is not None:
             feeder.stop()
@@ -252,8 +254,9 @@ def run_handover(
     return outcome
 
 
-def _calls(sandbox: Sandbox) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = sandbox.get("/calls")["calls"]
+def _calls(sandbox: Sandbox, since: int) -> list[dict[str, Any]]:
+    """The sandbox's calls after sequence number ``since``."""
+    calls: list[dict[str, Any]] = sandbox.get("/calls", since=str(since))["calls"]
     return calls
 
 
@@ -263,7 +266,12 @@ def _of(replicas: dict[str, Replica], call: dict[str, Any]) -> str:
 
 
 def _disrupt(
-    how: Disruption, replicas: dict[str, Replica], api: Api, sandbox: Sandbox, namespace: str
+    how: Disruption,
+    replicas: dict[str, Replica],
+    api: Api,
+    sandbox: Sandbox,
+    namespace: str,
+    since: int,
 ) -> Handover:
     old = wait_until(lambda: lease_holder(api, namespace), timeout=60, what="a leader")
     [new] = [name for name in replicas if name != old]
@@ -287,14 +295,14 @@ def _disrupt(
             handover.lease_moved_at = time.time()
         firsts = [
             c["at"]
-            for c in _calls(sandbox)
+            for c in _calls(sandbox, since)
             if c["at"] >= handover.disrupted_at and _of(replicas, c) == new
         ]
         if firsts and handover.lease_moved_at:
             handover.new_first_call = min(firsts)
             break
         time.sleep(0.1)
-    calls = _calls(sandbox)
+    calls = _calls(sandbox, since)
     olds = [c["at"] for c in calls if _of(replicas, c) == old]
     handover.old_last_call = max(olds) if olds else None
     if handover.new_first_call is None:
@@ -324,9 +332,10 @@ def _read_calls(
     api: Api,
     sandbox: Sandbox,
     namespace: str,
+    since: int,
 ) -> None:
     created: dict[str, set[str]] = {name: set() for name in replicas}
-    for call in sorted(_calls(sandbox), key=lambda c: int(c["seq"])):
+    for call in sorted(_calls(sandbox, since), key=lambda c: int(c["seq"])):
         who = _of(replicas, call)
         outcome.calls_by_replica[who] += 1
         if not outcome.segments or outcome.segments[-1] != who:
