@@ -5,17 +5,28 @@ request manifest, in the requests' stored objects, or in anything the plugin pri
 
 from __future__ import annotations
 
+import base64
 import csv
+import fcntl
 import io
 import json
+import os
 import random
+import re
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from mixpanel_dsr.localcluster import ControlPlane
+from mixpanel_dsr.localcluster.build import cache_root
 from tests.conftest import Kube
 from tests.e2e.conftest import Scenario
 from tests.e2e.test_plugin import Plugin
@@ -25,6 +36,35 @@ pytestmark = pytest.mark.e2e
 DSR_KIND = "datasubjectrequest.mixpaneldsr.io"
 
 HEADER = ["Ticket", "Request Type", "Compliance", "Distinct ID(s)", "Received Date", "Email"]
+
+#: The tools a user runs on intake's files, built from the Go module proxy on first use
+#: (``go install``, checked against the Go checksum database) and cached per machine.
+GO_TOOLS = {
+    "kubeseal": ("github.com/bitnami-labs/sealed-secrets/cmd/kubeseal", "v0.27.1"),
+    "sops": ("github.com/getsops/sops/v3/cmd/sops", "v3.13.3"),
+    "age-keygen": ("filippo.io/age/cmd/age-keygen", "v1.3.2"),
+}
+
+
+def go_tool(name: str) -> Path:
+    """The cached binary of one of :data:`GO_TOOLS` (a first build takes minutes)."""
+    package, version = GO_TOOLS[name]
+    folder = cache_root() / "intake-tools" / f"{name}-{version}"
+    binary = folder / name
+    if binary.exists():
+        return binary
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            env = {**os.environ, "GOBIN": str(folder / "tmp"), "GOFLAGS": "-buildvcs=false"}
+            subprocess.run(
+                ["go", "install", f"{package}@{version}"],
+                env=env, check=True, capture_output=True, timeout=1800,
+            )  # fmt: skip
+            (folder / "tmp" / name).rename(binary)
+            (folder / "tmp").rmdir()
+    return binary
 
 
 @pytest.fixture
@@ -229,3 +269,147 @@ def test_intake_creates_secrets_first_and_refuses_bad_files_whole(
     waited = plugin("wait", "-n", ns, "--timeout", "4m", timeout=300)
     assert waited.returncode == 0, waited.stdout + waited.stderr
     assert waited.stderr.splitlines()[-1] == "22/22 finished, 0 failed"
+
+
+def sealing_key(folder: Path) -> tuple[Path, Path]:
+    """An RSA key and its self-signed certificate, as the Sealed Secrets controller makes."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sealed-secret")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_file, cert_file = folder / "sealing.key", folder / "sealing.crt"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_file, cert_file
+
+
+def small_export(prefix: str, day: str) -> tuple[str, list[str], list[str]]:
+    """Four tickets, eight rows, one cell with two ids: (CSV, request names, ids)."""
+    rows = []
+    ids: list[str] = []
+    for n in range(4):
+        mine = [f"{prefix}-{n}-{k}@example.com" for k in range(3)]
+        ids += mine
+        rows.append([f"{prefix.upper()}-{n}", "erase", "GDPR", ";".join(mine[:2]), day, ""])
+        rows.append([f"{prefix.upper()}-{n}", "erase", "GDPR", mine[2], day, ""])
+    return export(rows), [f"{prefix}-{n}-erase" for n in range(4)], ids
+
+
+def printed_command(stdout: str) -> str:
+    [command] = [line.strip() for line in stdout.splitlines() if line.startswith("  (set -e;")]
+    return command
+
+
+def test_the_printed_kubeseal_and_sops_commands_work_with_the_real_tools(
+    scenario: Scenario, kube: Kube, plugin: Plugin, tmp_path: Path
+) -> None:
+    """What intake prints for SealedSecrets and SOPS, run as printed with real kubeseal and
+    sops: Git gets only ciphertext, and what the cluster decrypts is what the operator needs."""
+    ns = scenario.namespace
+    token = scenario.project(requestInterval="100ms")
+    tools = {name: go_tool(name) for name in GO_TOOLS}
+    path = os.pathsep.join([str(tools["kubeseal"].parent), str(tools["sops"].parent),
+                            os.environ.get("PATH", "")])  # fmt: skip
+    day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    repo = tmp_path / "privacy-repo"
+    repo.mkdir()
+    all_ids: list[str] = []
+
+    # SealedSecrets: seal with the controller's certificate (SEALED_SECRETS_CERT is kubeseal's
+    # --cert), then unseal as the controller does, with kubeseal's own recovery mode.
+    text, names, ids = small_export("seal", day)
+    all_ids += ids
+    (tmp_path / "seal.csv").write_text(text)
+    out = repo / "sealed"
+    made = plugin("intake", str(tmp_path / "seal.csv"), "-n", ns, "--project", "proj",
+                  "--dir", str(out), "--secret-format", "sealedsecrets")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    key, cert = sealing_key(tmp_path)
+    env = {**os.environ, "PATH": path, "SEALED_SECRETS_CERT": str(cert)}
+    run = subprocess.run(["bash", "-c", printed_command(made.stdout)], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert not (out / "unsealed").exists()
+    sealed = sorted((out / "secrets").iterdir())
+    assert [p.name for p in sealed] == [f"{n}-ids.yaml" for n in names]
+    committed = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+    assert not no_id_in(committed, ids), "a distinct id is in a file meant for Git"
+    for file in sealed:
+        doc = yaml.safe_load(file.read_text())
+        assert doc["kind"] == "SealedSecret"
+        assert (doc["metadata"]["name"], doc["metadata"]["namespace"]) == (file.stem, ns)
+        assert list(doc["spec"]["encryptedData"]) == ["ids"]
+        unsealed = subprocess.run(
+            [str(tools["kubeseal"]), "--recovery-unseal", "--recovery-private-key", str(key)],
+            input=file.read_text(), capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        secret = json.loads(unsealed.stdout)
+        secret["metadata"].pop("ownerReferences")  # the controller's, to its SealedSecret
+        kube.apply(secret)
+    kube.run("apply", "-f", str(out / "requests"))
+
+    # SOPS: the printed .sops.yaml rule at the repository's root, the printed command run
+    # there; then decrypted with the age key, as Flux does.
+    age_key = tmp_path / "age.key"
+    subprocess.run([str(tools["age-keygen"]), "-o", str(age_key)], check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    found = re.search(r"# public key: (age1\S+)", age_key.read_text())
+    assert found
+    text, names, ids = small_export("sops", day)
+    all_ids += ids
+    (tmp_path / "sops.csv").write_text(text)
+    out = repo / "sops"
+    recipient = found.group(1)
+    sops_args = ["--dir", str(out), "--secret-format", "sops", "--sops-age", recipient]
+    made = plugin("intake", str(tmp_path / "sops.csv"), "-n", ns, "--project", "proj", *sops_args)
+    assert made.returncode == 0, made.stderr
+    lines = made.stdout.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("Suggested .sops.yaml"))
+    end = next(n for n, line in enumerate(lines) if line.startswith("Encrypt the Secrets"))
+    (repo / ".sops.yaml").write_text("\n".join(line[2:] for line in lines[start + 1 : end]) + "\n")
+    env = {**os.environ, "PATH": path}
+    run = subprocess.run(["bash", "-c", printed_command(made.stdout)], env=env, cwd=repo,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert not (out / "unsealed").exists()
+    encrypted = sorted((out / "secrets").iterdir())
+    assert [p.name for p in encrypted] == [f"{n}-ids.yaml" for n in names]
+    committed = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+    assert not no_id_in(committed, ids), "a distinct id is in a file meant for Git"
+    for file in encrypted:
+        doc = yaml.safe_load(file.read_text())
+        assert doc["metadata"]["name"] == file.stem  # only data is encrypted
+        assert doc["data"]["ids"].startswith("ENC[AES256_GCM,")
+        assert doc["sops"]["age"][0]["recipient"] == recipient
+        decrypted = subprocess.run(
+            [str(tools["sops"]), "--decrypt", str(file)],
+            env={**os.environ, "SOPS_AGE_KEY_FILE": str(age_key)},
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        secret = yaml.safe_load(decrypted.stdout)
+        listed = base64.b64decode(secret["data"]["ids"]).decode().split()
+        assert set(listed) <= set(ids)
+        kube.apply(secret)
+    kube.run("apply", "-f", str(out / "requests"))
+
+    waited = plugin("wait", "-n", ns, "--timeout", "4m", timeout=300)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert waited.stderr.splitlines()[-1] == "8/8 finished, 0 failed"
+    seen = scenario.sandbox.ids(token)
+    assert sorted(seen) == sorted(all_ids)
+    assert all(entry["deletions_succeeded"] >= 1 for entry in seen.values())
