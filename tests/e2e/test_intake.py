@@ -241,6 +241,23 @@ def test_intake_creates_secrets_first_and_refuses_bad_files_whole(
     assert resumed.returncode == 0, resumed.stderr
     assert "nothing to create" in resumed.stderr
 
+    # A later file for the same batch adds its new request's key; the ids of a request that
+    # exists already stay as they were accepted, whatever the new file says.
+    secret_before = kube.get("secret", "good-ids", ns)["data"]
+    later = tmp_path / "later.csv"
+    later.write_text(export([["P-0", "erase", "GDPR", "changed-id", day, ""],
+                             ["P-20", "erase", "GDPR", "g-40", day, ""]]))  # fmt: skip
+    added = plugin("intake", str(later), "-n", ns, "--project", "proj", "--secrets", "per-batch",
+                   "--batch", "good", "--skip-existing")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.splitlines() == [
+        "secret/good-ids updated",
+        f"{DSR_KIND}/p-20-erase created",
+    ]
+    secret = kube.get("secret", "good-ids", ns)
+    assert secret["data"] == {**secret_before, "p-20-erase": base64.b64encode(b"g-40\n").decode()}
+    assert len(secret["metadata"]["ownerReferences"]) == 21
+
     # --skip-invalid: the good tickets of a file with bad rows, each with its own Secret.
     mixed = tmp_path / "mixed.csv"
     mixed.write_text(
@@ -268,7 +285,7 @@ def test_intake_creates_secrets_first_and_refuses_bad_files_whole(
 
     waited = plugin("wait", "-n", ns, "--timeout", "4m", timeout=300)
     assert waited.returncode == 0, waited.stdout + waited.stderr
-    assert waited.stderr.splitlines()[-1] == "22/22 finished, 0 failed"
+    assert waited.stderr.splitlines()[-1] == "23/23 finished, 0 failed"
 
 
 def sealing_key(folder: Path) -> tuple[Path, Path]:

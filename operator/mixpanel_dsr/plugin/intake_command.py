@@ -177,9 +177,10 @@ class _Applier:
         self.requests_made = 0
         self.secrets_made = 0
 
-    def put_secret(self, secret: dict[str, Any]) -> bool:
-        """Create the Secret; with --skip-existing, one this plugin made before gets the new
-        keys instead. True when this call created it (and may delete it again)."""
+    def put_secret(self, secret: dict[str, Any], keys: set[str]) -> bool:
+        """Create the Secret; with --skip-existing, one this plugin made before gets the
+        ``keys`` of the requests about to be made, and no other (the ids of a request that
+        exists already never change). True when this call created it."""
         name = secret["metadata"]["name"]
         body = client.V1Secret.from_dict(secret)
         assert body is not None
@@ -198,7 +199,7 @@ class _Applier:
             self.cluster.core.patch_namespaced_secret(
                 name,
                 self.namespace,
-                {"data": secret["data"]},
+                {"data": {k: v for k, v in secret["data"].items() if k in keys}},
                 _request_timeout=TIMEOUT,
                 _content_type="application/merge-patch+json",
             )
@@ -281,7 +282,11 @@ def _apply(
         _note("nothing to create")
         return 0
     readers = Counter(manifests.secret_of[n] for n in names)
-    shared = [s for s, n in readers.items() if n > 1]
+    keys: dict[str, set[str]] = {}
+    for manifest in wanted:
+        ref = manifest["spec"]["distinctIdsFrom"]["secretKeyRef"]
+        keys.setdefault(ref["name"], set()).add(ref["key"])
+    shared = [s for s, n in readers.items() if n > 1 and s in keys]
     secrets = {s["metadata"]["name"]: s for s in manifests.secrets}
     applier = _Applier(cluster, namespace, skip_existing=skip_existing)
     owners: dict[str, list[dict[str, Any]]] = {s: [] for s in shared}
@@ -289,11 +294,11 @@ def _apply(
     try:
         for secret in shared:
             current = f"secret/{secret}"
-            applier.put_secret(secrets[secret])
+            applier.put_secret(secrets[secret], keys[secret])
         for manifest in wanted:
             current = f"{DSR_KIND}/{manifest['metadata']['name']}"
             secret = manifests.secret_of[manifest["metadata"]["name"]]
-            made_secret = secret not in owners and applier.put_secret(secrets[secret])
+            made_secret = secret not in owners and applier.put_secret(secrets[secret], keys[secret])
             try:
                 made = applier.create_request(manifest)
             except ApiException:
