@@ -336,8 +336,10 @@ def after_create(
                     ambiguous=True,
                     next_attempt_at=None,
                     completion_time=now,
-                    message=f"Mixpanel never answered {lost} create calls for this task; "
-                    "its ids are not sent again (check Mixpanel for a task holding them)",
+                    message=f"Mixpanel never answered {lost} create calls for this task "
+                    "readably (timeouts, dropped connections, gateway errors or unreadable "
+                    "bodies); its ids are not sent again: check Mixpanel for a task holding "
+                    "them, and once Mixpanel answers again, kubectl dsr retry sends them",
                 )
             )
         return Decision(

@@ -185,6 +185,7 @@ def test_unreadable_create_answers_end_lost_after_six_and_a_retry_finishes(
     assert stalled["reason"] == "TaskFailed"
     assert "never answered 6" in stalled["message"]
     assert "check Mixpanel" in stalled["message"]
+    assert "kubectl dsr retry" in stalled["message"]
     duplicate = scenario.condition("hollow", "PossibleDuplicate")
     assert duplicate is not None
     assert duplicate["status"] == "True"
