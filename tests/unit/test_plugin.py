@@ -764,6 +764,10 @@ def test_intake_command_dry_run_and_files(
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs] == ["Secret", "DataSubjectRequest", "DataSubjectRequest"]
     assert docs[0]["metadata"]["name"] == "nov-2026-export-ids"
+    assert main(["intake", str(csv_file), "--project", "web", "-o", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["kind"] == "List"
+    assert [d["kind"] for d in listed["items"]] == ["Secret"] * 2 + ["DataSubjectRequest"] * 2
 
     out_dir = tmp_path / "git"
     argv = ["intake", str(csv_file), "--project", "web", "--dir", str(out_dir)]
