@@ -130,6 +130,8 @@ class ChaosConfig:
     timeout: float = 1500.0
     #: The sandbox's requests per second per project (Mixpanel's is lower; a faster run).
     rate_limit: float = 5.0
+    #: The sandbox's PENDING phase in seconds (times its time scale): cancellable this long.
+    pending: float = 20.0
     #: Seconds the operator idles after the work, for the memory check.
     idle: float = 20.0
 
@@ -427,7 +429,12 @@ def run_chaos(
             name, region, maxIdsPerRequest=config.max_ids, maxOutstandingRetrievals=10
         )
         env.sandbox.post(f"/projects/{tokens[name]}", {"rate_limit_per_s": config.rate_limit})
-    env.sandbox.post("/settings", {"limits": {"scan_budget_days": 0}})
+    # No retrieval scan budget; and tasks wait in PENDING long enough (pending_seconds times
+    # the time scale) for a deleted request's task to be cancelled rather than refused.
+    env.sandbox.post(
+        "/settings",
+        {"limits": {"scan_budget_days": 0}, "lifecycle": {"pending_seconds": config.pending}},
+    )
     for name, _ in PROJECTS:
         env.kube.run(
             "wait", "--for=condition=Ready", "--timeout=120s",
