@@ -7,9 +7,12 @@ tests/unit/engine_fakes.py, so every run is deterministic and each step can be t
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from mixpanel_dsr import receipts
+from mixpanel_dsr.engine.worker import FLUSH_CONCURRENCY
 from tests.unit.engine_fakes import NS, Crash, World
 
 KEY = b"installation-key"
@@ -208,6 +211,26 @@ async def test_several_packed_tasks_a_kill_anywhere_resends_at_most_the_interrup
         dupes = world.ids_sent_more_than_once()
         allowed = 5 if crashed_on.startswith("mixpanel create") else 0
         assert dupes <= allowed, (k, crashed_on)
+
+
+async def test_creates_do_not_wait_for_the_status_writes_of_the_requests_they_serve() -> None:
+    """Between two creates only one batch of request status writes goes out (the writes fill
+    the wait for the next budget slot, which the in-memory Mixpanel does not have); the rest
+    follow once nothing is due. The first create goes before any request status write."""
+    world = World(limit=10)
+    asked = build(world, 40)
+    await run_to_the_end(world, None)
+    check_invariants(world, asked)
+    log = world.steps.log
+    creates = [n for n, s in enumerate(log) if s.startswith("mixpanel create")]
+    assert len(creates) >= 5  # 53 ids in tasks of at most 10
+    first_full = [n for n in creates if "(10 ids)" in log[n]]
+    assert len(first_full) >= 4
+    writes_before = [s for s in log[: creates[0]] if s.startswith("patch DataSubjectRequest")]
+    assert writes_before == []
+    for a, b in itertools.pairwise(first_full):
+        between = [s for s in log[a:b] if s.startswith("patch DataSubjectRequest")]
+        assert len(between) <= FLUSH_CONCURRENCY, (log[a], len(between))
 
 
 async def test_409_only_the_named_ids_follow_the_running_task() -> None:

@@ -431,6 +431,24 @@ class Engine:
             )
         return request.coverage
 
+    def note_waiting(self, project: Project, request: Request, coverage: Coverage) -> None:
+        """Whether the request's ids wait to be packed: read, not all sent, and held back by
+        nothing (its own blocker, approval, a dry run). Noted when its ids are read, so that
+        they can go in the next create before its first status is written."""
+        waits = (
+            request.ids is not None
+            and bool(coverage.pending)
+            and not request.spec.dry_run
+            and request.blocker is None
+            and self.approval_blocker(request) is None
+        )
+        if waits:
+            if request.key not in project.waiting:
+                request.waiting_since = self.clock()
+            project.waiting.add(request.key)
+        else:
+            project.waiting.discard(request.key)
+
     def deadline_of(self, request: Request) -> datetime:
         return deadline(request.compliance, request.received)
 
@@ -475,19 +493,7 @@ class Engine:
                 "last_retry": request.status.last_retry,
             }
         )
-        waits = (
-            request.ids is not None
-            and bool(coverage.pending)
-            and not dry_run
-            and request.blocker is None
-            and approval is None
-        )
-        if waits:
-            if request.key not in project.waiting:
-                request.waiting_since = self.clock()
-            project.waiting.add(request.key)
-        else:
-            project.waiting.discard(request.key)
+        self.note_waiting(project, request, coverage)
         if after.to_wire() == before.to_wire():
             return
         if after.phase in FINISHED and before.phase not in FINISHED and not dry_run:

@@ -340,6 +340,9 @@ async def resolve(engine: Engine, project: Project) -> None:
         if request.ids is not None:
             project.unresolved.discard(key)
             request.coverage = None
+            coverage = engine.coverage_of(project, request)
+            if coverage is not None:
+                engine.note_waiting(project, request, coverage)
         project.dirty.add(key)
 
 
