@@ -67,9 +67,10 @@ NAMESPACE = "chaos"
 HANDOVER = "handover"
 #: (project, region): one project per region.
 PROJECTS = (("cx-us", "US"), ("cx-eu", "EU"), ("cx-in", "IN"))
-#: How a kill is aimed at a cancel: during the (slowed) cancel call, or after Mixpanel
-#: carried it out while the operator was frozen (the answer never read).
-CANCEL_AIMS = ("cancel-mid-call", "cancel-answer")
+#: How a kill is aimed at a cancel: a moment after the delete (before or during the slowed
+#: cancel call), or after Mixpanel carried it out while the operator was frozen (its answer
+#: never read).
+CANCEL_AIMS = ("cancel-pending", "cancel-answer")
 TERMINAL = {Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
 LIVE_TASK = {TaskPhase.CREATING, TaskPhase.SUBMITTED, TaskPhase.STARTED}
 CREATES = ("create_deletion", "create_retrieval")
@@ -124,7 +125,7 @@ class ChaosConfig:
     #: Sandbox latency (s) while a kill is aimed at a create, and at a cancel (shorter: a
     #: task is cancellable only while PENDING or STAGING).
     latency: float = 2.0
-    cancel_latency: float = 1.0
+    cancel_latency: float = 2.0
     gap: tuple[float, float] = (0.5, 4.0)
     aim_timeout: float = 45.0
     timeout: float = 1500.0
@@ -346,16 +347,44 @@ def plan(config: ChaosConfig, rng: random.Random) -> Plan:
 
 
 def cancellable(env: Env) -> list[dict[str, Any]]:
-    """Deletion tasks Mixpanel can still cancel (Submitted: PENDING or STAGING), those last
-    seen PENDING if any (they stay cancellable longest)."""
-    tasks = [
+    """Deletion tasks the operator sees Submitted and the sandbox holds PENDING: a cancel
+    sent now is carried out, not refused because the task started meanwhile."""
+    pending = env.sandbox.get("/tasks", kind="deletion", state="PENDING")["tasks"]
+    tracking = {t["tracking_id"] for t in pending}
+    return [
         t
         for t in env.api.items("mixpaneltasks", env.namespace)
         if t["spec"]["type"] == RequestType.DELETION.value
         and (t.get("status") or {}).get("phase") == TaskPhase.SUBMITTED.value
+        and t["status"].get("trackingId") in tracking
     ]
-    pending = [t for t in tasks if t["status"].get("mixpanelState") == "PENDING"]
-    return pending or tasks
+
+
+def cancel_answered(env: Env, since: int) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = env.sandbox.get(
+        "/calls", operation="cancel_deletion", since=str(since)
+    )["calls"]
+    return calls
+
+
+def freeze_at_cancel(env: Env, config: ChaosConfig, since: int) -> bool:
+    """Freeze the operator (SIGSTOP) until a cancel call is caught in flight: the slowed
+    sandbox carries it out while the operator cannot read the answer. Each probe freezes
+    it for ``cancel_latency`` + 1 s; between probes it runs for a moment. True once the
+    sandbox carried a cancel out (the operator is then frozen), False after aim_timeout."""
+    assert env.operator.proc is not None
+    proc = env.operator.proc
+    deadline = time.monotonic() + config.aim_timeout
+    while time.monotonic() < deadline:
+        proc.send_signal(signal.SIGSTOP)
+        until = time.monotonic() + config.cancel_latency + 1
+        while time.monotonic() < until:
+            if any(c["status"] in (200, 204) for c in cancel_answered(env, since)):
+                return True
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.3)
+    return False
 
 
 def last_seq(env: Env, operation: str) -> int:
@@ -383,18 +412,10 @@ def kill_at_cancel(
             deleted.update(names)
         kill.missed = not names
         if kill.aimed == "cancel-answer" and names:
-            # The cancel goes out within a tick of the delete, and takes cancel_latency.
-            time.sleep(rng.uniform(0.8, 1.2) * config.cancel_latency)
-            assert env.operator.proc is not None
-            env.operator.proc.send_signal(signal.SIGSTOP)
-            until = time.monotonic() + config.cancel_latency + 5
-            while time.monotonic() < until:
-                calls = env.sandbox.get("/calls", operation="cancel_deletion", since=str(since))
-                if calls["count"]:
-                    kill.carried_out = any(c["status"] in (200, 204) for c in calls["calls"])
-                    break
-                time.sleep(0.02)
+            kill.carried_out = freeze_at_cancel(env, config, since)
         else:
+            # Before or during the cancel call: the restarted operator finds the request
+            # gone (its orphan lookup) and cancels then.
             time.sleep(rng.uniform(0.3, 0.5 + config.cancel_latency))
         env.operator.kill(signal.SIGKILL)
     kill.at = time.monotonic() - started
