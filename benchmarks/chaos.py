@@ -125,7 +125,7 @@ class ChaosConfig:
     #: Sandbox latency (s) while a kill is aimed at a create, and at a cancel (shorter: a
     #: task is cancellable only while PENDING or STAGING).
     latency: float = 2.0
-    cancel_latency: float = 2.0
+    cancel_latency: float = 3.0
     gap: tuple[float, float] = (0.5, 4.0)
     aim_timeout: float = 45.0
     timeout: float = 1500.0
@@ -370,8 +370,10 @@ def cancel_answered(env: Env, since: int) -> list[dict[str, Any]]:
 def freeze_at_cancel(env: Env, config: ChaosConfig, since: int) -> bool:
     """Freeze the operator (SIGSTOP) until a cancel call is caught in flight: the slowed
     sandbox carries it out while the operator cannot read the answer. Each probe freezes
-    it for ``cancel_latency`` + 1 s; between probes it runs for a moment. True once the
-    sandbox carried a cancel out (the operator is then frozen), False after aim_timeout."""
+    it for ``cancel_latency`` + 1 s; between probes it runs for ``cancel_latency`` - 0.5 s,
+    so a cancel sent while it ran is still in the sandbox when the next probe freezes it.
+    True once the sandbox carried a cancel out (the operator is then frozen), False after
+    aim_timeout."""
     assert env.operator.proc is not None
     proc = env.operator.proc
     deadline = time.monotonic() + config.aim_timeout
@@ -383,7 +385,7 @@ def freeze_at_cancel(env: Env, config: ChaosConfig, since: int) -> bool:
                 return True
             time.sleep(0.05)
         proc.send_signal(signal.SIGCONT)
-        time.sleep(0.3)
+        time.sleep(config.cancel_latency - 0.5)
     return False
 
 
