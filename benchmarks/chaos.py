@@ -132,7 +132,7 @@ class ChaosConfig:
     #: The sandbox's requests per second per project (Mixpanel's is lower; a faster run).
     rate_limit: float = 5.0
     #: The sandbox's PENDING phase in seconds (times its time scale): cancellable this long.
-    pending: float = 20.0
+    pending: float = 60.0
     #: Seconds the operator idles after the work, for the memory check.
     idle: float = 20.0
 
@@ -372,8 +372,8 @@ def freeze_at_cancel(env: Env, config: ChaosConfig, since: int) -> bool:
     sandbox carries it out while the operator cannot read the answer. Each probe freezes
     it for ``cancel_latency`` + 1 s; between probes it runs for ``cancel_latency`` - 0.5 s,
     so a cancel sent while it ran is still in the sandbox when the next probe freezes it.
-    True once the sandbox carried a cancel out (the operator is then frozen), False after
-    aim_timeout."""
+    Once the sandbox answered a cancel (the operator is then frozen): whether it carried it
+    out; False after aim_timeout."""
     assert env.operator.proc is not None
     proc = env.operator.proc
     deadline = time.monotonic() + config.aim_timeout
@@ -381,8 +381,9 @@ def freeze_at_cancel(env: Env, config: ChaosConfig, since: int) -> bool:
         proc.send_signal(signal.SIGSTOP)
         until = time.monotonic() + config.cancel_latency + 1
         while time.monotonic() < until:
-            if any(c["status"] in (200, 204) for c in cancel_answered(env, since)):
-                return True
+            answered = cancel_answered(env, since)
+            if answered:  # its answer is lost with the operator (took it: 200/204)
+                return any(c["status"] in (200, 204) for c in answered)
             time.sleep(0.05)
         proc.send_signal(signal.SIGCONT)
         time.sleep(config.cancel_latency - 0.5)

@@ -76,7 +76,7 @@ def render(outcome: ChaosOutcome, command: str, seconds: float) -> str:
         "  the rest at random moments;",
         "- kube-apiserver is restarted once and etcd once (the same process, data and ports);",
         "- the sandbox answers ~20% of the GDPR calls with a 5xx, a dropped connection or a",
-        "  lost answer, and 429 bursts start at seeded moments. Its tasks last about 20 s, 10",
+        "  lost answer, and 429 bursts start at seeded moments. Its tasks last about 40 s, 30",
         "  of them PENDING (cancellable).",
         "",
         "It then waits for every request to finish, checks the invariants below (the command",
