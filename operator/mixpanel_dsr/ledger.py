@@ -353,11 +353,13 @@ def after_create(
             )
         )
     if outcome.result is CreateResult.NOT_CREATED:
-        tries = (st.lost_answers or 0) + calls + 1
+        refused = (st.not_created or 0) + 1
+        tries = (st.lost_answers or 0) + calls + refused
         return Decision(
             _with(
                 st,
-                next_attempt_at=now + policy.backoff(min(tries, 8)),
+                not_created=refused,
+                next_attempt_at=now + policy.backoff(min(tries, 16)),
                 message=outcome.message or "Mixpanel did not create the task; trying again",
             )
         )

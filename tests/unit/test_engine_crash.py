@@ -7,6 +7,7 @@ tests/unit/engine_fakes.py, so every run is deterministic and each step can be t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -402,3 +403,43 @@ async def test_a_kill_at_every_step_of_a_retry_still_sends_the_failed_ids_once()
         assert all(ids == ("person-1",) for ids in resent), (k, resent)
         allowed = 2 if crashed_on.startswith("mixpanel create") else 1
         assert 1 <= len(resent) <= allowed, (k, crashed_on, resent)
+
+
+async def test_failing_status_checks_back_off_and_say_so_on_the_task_until_they_work() -> None:
+    """Mixpanel answers status checks with errors for a while (5xx after the client's own
+    retries): the engine asks less and less often, the task's message says why once (one
+    write, not one per failure), and it goes when the checks work again."""
+    from mixpanel_dsr.mixpanel.errors import TransientError
+
+    world = World()
+    asked = build(world, 3)
+    engine = await world.boot()
+    engine.settings = dataclasses.replace(engine.settings, poll_max=300.0)
+    real = world.mixpanel.deletion_status
+    failed: list[float] = []
+
+    async def failing(tracking_id: str) -> object:
+        failed.append(world.clock.monotonic())
+        raise TransientError("deletion_status: HTTP 503", status_code=503)
+
+    world.mixpanel.deletion_status = failing  # type: ignore[method-assign]
+    await world.run(30, until_finished=False)
+    (task,) = world.kube.tasks.values()
+    assert task["status"]["phase"] == "Submitted"
+    writes = world.kube.writes
+    await world.run(900, until_finished=False)
+    gaps = [b - a for a, b in itertools.pairwise(failed)]
+    # Doubling up to --poll-max (300 s here): about 10 checks in 15 minutes, not 900.
+    assert len(failed) <= 12, gaps
+    assert gaps[-1] >= 8 * gaps[0], gaps
+    message = world.kube.tasks[next(iter(world.kube.tasks))]["status"]["message"]
+    assert message.startswith("status checks fail (")
+    assert "503" in message
+    assert world.kube.writes - writes <= 2  # the message, once (and the project's status)
+    world.mixpanel.deletion_status = real  # type: ignore[method-assign]
+    await world.run(900)
+    check_invariants(world, asked)
+    (task,) = world.kube.tasks.values()
+    assert "message" not in task["status"] or not task["status"]["message"].startswith(
+        "status checks fail"
+    )

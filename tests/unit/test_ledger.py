@@ -100,6 +100,22 @@ def test_after_create(
         assert getattr(decision.status, field) == value, field
 
 
+def test_creates_that_make_no_task_wait_twice_as_long_each_time_up_to_the_max() -> None:
+    task = make_task(1, "Creating", [("a", 0, 2, 1)])
+    waits = []
+    for _ in range(10):
+        outcome = CreateOutcome(CreateResult.NOT_CREATED, message="not created: HTTP 503")
+        task.status = after_create(task, outcome, NOW, POLICY, next_sequence=2).status
+        assert task.status.next_attempt_at is not None
+        waits.append((task.status.next_attempt_at - NOW).total_seconds())
+        # What the worker does before sending again: the next attempt is no longer planned.
+        task.status = task.status.model_copy(update={"next_attempt_at": None})
+    assert waits[:4] == [30, 60, 120, 240]
+    assert waits[-1] == 3600
+    assert task.status.not_created == 10
+    assert task.status.create_calls is None  # nothing was created, nothing may be duplicated
+
+
 def test_409_naming_exactly_the_tasks_ids_adopts_the_running_task() -> None:
     task = make_task(1, "Creating", [("a", 0, 1, 1), ("b", 0, 1, 1)])
     outcome = CreateOutcome(

@@ -865,6 +865,12 @@ class MixpanelTaskStatus(Model):
     lost_answers: int | None = Field(
         default=None, ge=0, description="How many create calls had their answer lost."
     )
+    not_created: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many create calls made no task (5xx, 429 or an error answer after "
+        "the client's own retries): the wait before the next doubles each time.",
+    )
     ambiguous: bool | None = Field(
         default=None,
         description="True when a create call's answer was lost (crash or timeout after "

@@ -81,6 +81,8 @@ TOKEN_CACHE_SECONDS = 5.0
 STATUS_WRITE_SECONDS = 5.0
 #: Request status writes in flight at once (the Kubernetes client has 8 threads).
 FLUSH_CONCURRENCY = 8
+#: The start of a task's message while its status checks fail.
+CHECKS_FAIL = "status checks fail"
 #: How often finished tasks are checked against --task-retention.
 RETENTION_CHECK_SECONDS = 600.0
 #: Orphan look-ups wait for kopf's listing to go quiet, but at most this many graces.
@@ -821,8 +823,21 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
         _credentials_failed(engine, project, err)
         return False
     except MixpanelError as err:
-        log.warning("task %s: status check failed: %s", task.name, _brief(err))
+        # Backs off as if nothing changed, and says so on the task (once, not per failure).
+        initial, factor, longest = _poll_pace(engine, project, task)
+        task.interval = next_interval(
+            task.interval or initial, False, initial, max(factor, 2.0), longest
+        )  # fmt: skip
         task.next_check = engine.clock() + task.interval
+        log.warning(
+            "task %s: status check failed: %s; again in %.0fs", task.name, _brief(err),
+            task.interval,
+        )  # fmt: skip
+        if not (task.status.message or "").startswith(CHECKS_FAIL):
+            task.status = task.status.model_copy(
+                update={"message": f"{CHECKS_FAIL} ({_brief(err)}); asked again, less often"}
+            )
+            await _save(engine, task)
         return True
     state = answer.state
     before = task.phase
@@ -836,6 +851,11 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
         # Our own cancel, its answer lost in a crash, or one made outside the operator?
         await _gone_members(engine, project, task, now=True)
     new = after_poll(task, state, engine.wall(), ours_to_cancel=needs_cancel(task, project.gone))
+    if (task.status.message or "").startswith(CHECKS_FAIL):
+        # Checks work again: the message that said they failed goes.
+        base = new or task.status
+        if (base.message or "").startswith(CHECKS_FAIL):
+            new = base.model_copy(update={"message": None})
     if new is None:
         return True
     link = answer.result_link.get_secret_value() if answer.result_link else None
