@@ -168,6 +168,31 @@ async def test_after_a_restart_requests_kopf_lists_slowly_are_not_looked_up_one_
     assert len(world.mixpanel.creates) == 1
 
 
+async def test_after_a_restart_nothing_is_looked_up_while_kopf_has_listed_nothing_yet() -> None:
+    """A listing of 11,000 requests can take longer than --orphan-grace to arrive at all
+    (kopf parses it first): nothing delivered yet is not a quiet listing."""
+    world = World()
+    asked = build(world, 30)
+    await world.boot()
+    await world.run(4, until_finished=False)
+    world.steps.crash_after = world.steps.count + 1
+    with pytest.raises(Crash):
+        await world.run(30)
+    world.mixpanel.held.add("mp-1")
+    await world.boot(listed=0)
+    listing, world.late = world.late, []  # kopf is still reading its LIST
+    mark = len(world.steps.log)
+    await world.run(12, until_finished=False)  # longer than the grace (5 s)
+    world.late = listing
+    await world.run(25, until_finished=False)
+    assert not world.late
+    looked_up = [s for s in world.steps.log[mark:] if s.startswith("get request")]
+    assert looked_up == []
+    world.mixpanel.held.discard("mp-1")
+    await world.run(900)
+    check_invariants(world, asked)
+
+
 async def test_a_kill_at_every_step_of_a_cancel_still_cancels_and_finishes_the_rest() -> None:
     async def scenario(crash_after: int | None) -> tuple[World, dict[str, list[str]], int]:
         world = World()

@@ -141,7 +141,9 @@ class Engine:
         self.key: bytes = b""
         #: Monotonic time kopf last handed in a request this process did not know (after a
         #: start: how far its listing has come; orphan look-ups wait for it to go quiet).
-        self.last_new_request: float = clock()
+        #: None until the first: parsing a listing of 11,000 requests can take longer than
+        #: the grace, and nothing delivered yet is not a quiet listing.
+        self.last_new_request: float | None = None
         #: Namespace -> (its labels or None when gone, monotonic time read).
         self.namespace_labels: dict[str, tuple[dict[str, str] | None, float]] = {}
         self._worker = worker

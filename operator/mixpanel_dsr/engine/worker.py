@@ -417,11 +417,13 @@ async def _gone_members(
     requests, so that only the few it did not deliver are looked up: ``--orphan-grace`` after
     the ledger was loaded and after kopf last handed in a request not known before (its
     listing of thousands takes a while), but no later than ``ORPHAN_GRACE_CAP`` graces after
-    the load (new requests may never stop coming)."""
+    the load (new requests may never stop coming). Before kopf handed in any request, the
+    listing has not begun to arrive, whatever the time: only the cap applies."""
     if not now:
         grace = engine.settings.orphan_grace
         since_load = engine.clock() - project.loaded_at
-        quiet = engine.clock() - max(project.loaded_at, engine.last_new_request)
+        last = engine.last_new_request
+        quiet = 0.0 if last is None else engine.clock() - max(project.loaded_at, last)
         if quiet < grace and since_load < ORPHAN_GRACE_CAP * grace:
             return
     for member in task.spec.members:
