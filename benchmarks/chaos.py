@@ -91,6 +91,8 @@ _CONNECTION_ERRORS = (
     "MaxRetryError", "NewConnectionError", "ProtocolError", "RemoteDisconnected",
     "ConnectionRefusedError", "ConnectionResetError", "ReadTimeoutError",
     "ServerDisconnectedError", "ClientConnectorError", "ClientOSError",
+    # kube-apiserver's 503 while it starts: its CRD paths come up after /readyz.
+    "made before all known HTTP paths have been installed",
 )  # fmt: skip
 
 
@@ -209,8 +211,9 @@ class ChaosOutcome:
 
     @property
     def api_down(self) -> list[Trace]:
-        """Tracebacks of a refused or broken connection to kube-apiserver, logged while a
-        control plane component restarted (or within 30 s after it was back)."""
+        """Tracebacks of a refused or broken connection to kube-apiserver (or its 503 while
+        it starts), logged while a control plane component restarted (or within 30 s after
+        it was back)."""
         out = []
         for trace in self.traces:
             stamp = _HEADER_TIME.match(trace.header)

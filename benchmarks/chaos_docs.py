@@ -160,8 +160,9 @@ def render(outcome: ChaosOutcome, command: str, seconds: float) -> str:
         f"Operator: {len(kills)} starts after the kills; {len(outcome.unplanned_exits)} exits "
         f"nobody caused. Its log holds {len(outcome.traces)} tracebacks: "
         f"{sum(t.kill_artifact for t in outcome.traces)} cut short by a kill, "
-        f"{len(outcome.api_down)} of a refused or broken connection to kube-apiserver while the "
-        "control plane restarted (a worker step that failed and was tried again), "
+        f"{len(outcome.api_down)} of a refused or broken connection to kube-apiserver (or its "
+        "503 while starting) while the control plane restarted (a worker step that failed and "
+        "was tried again), "
         f"{len(outcome.engine_traces)} others.",
         "",
         "## Faults injected (sandbox call log)",
