@@ -364,8 +364,11 @@ def test_helm_install_creates_every_object(
     )  # fmt: skip
     crds = [
         f"crd/{p}.mixpaneldsr.io"
-        for p in ("datasubjectrequests", "mixpanelprojects", "mixpaneltasks")
-    ]
+        for p in (
+            "datasubjectrequests", "mixpanelprojects", "mixpaneltasks",
+            "datasubjectrequestreceipts",
+        )
+    ]  # fmt: skip
     crds.append("crd/clustermixpanelprojects.mixpaneldsr.io")
     policy = "datasubjectrequest-approval.mixpaneldsr.io"
     _adopt(

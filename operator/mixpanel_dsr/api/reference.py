@@ -73,7 +73,9 @@ def render() -> str:
             f"## {names['kind']}",
             "",
             f"{root['description']} Scope: {crd['spec']['scope']}; short name "
-            f"`{names['shortNames'][0]}`; category `privacy`.",
+            f"`{names['shortNames'][0]}`"
+            + "".join(f"; category `{c}`" for c in names.get("categories", []))
+            + ".",
             "",
             "| field | type | constraints | description |",
             "|---|---|---|---|",
