@@ -44,6 +44,7 @@ DSR = f"datasubjectrequests.{G}"
 MPP = f"mixpanelprojects.{G}"
 CMPP = f"clustermixpanelprojects.{G}"
 MPT = f"mixpaneltasks.{G}"
+RECEIPT = f"datasubjectrequestreceipts.{G}"
 CRD = "customresourcedefinitions.apiextensions.k8s.io"
 LEASE = "leases.coordination.k8s.io"
 VAPB = "validatingadmissionpolicybindings.admissionregistration.k8s.io"
@@ -172,6 +173,14 @@ NEEDED: list[Call] = [
                  why="Kube.patch_status <- worker._save: phase, tracking id, Mixpanel state"),
         )
     ],
+    # Receipts: one per finished request, beside it, never changed; removed after retention.
+    Call("create", RECEIPT, REQUESTS, method="create_namespaced_custom_object",
+         why="Kube.create_receipt <- engine.receipts.issue, before a request's final status"),
+    Call("delete", RECEIPT, REQUESTS, method="delete_namespaced_custom_object",
+         why="Kube.delete_receipt <- engine.receipts.sweep: --receipt-retention"),
+    Call("list", RECEIPT, WATCH, method="list_cluster_custom_object",
+         why="Kube.list_receipts <- engine.receipts.sweep, hourly: all namespaces at once "
+         "with --all-namespaces, else each watched one"),
     # Secrets: read by name only, never listed.
     Call("get", "secrets", REQUESTS, name="{token}", method="read_namespaced_secret",
          why="Kube.read_secret_key <- worker.verify, worker.client_of: credentialsSecretRef"),
