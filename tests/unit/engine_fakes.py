@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from pydantic import SecretStr
 
 from mixpanel_dsr.engine import Engine
 from mixpanel_dsr.engine.state import Project
@@ -321,7 +322,12 @@ class MemoryMixpanel:
                 task.state = order[n + 1]
             else:
                 task.state = TaskState.FAILURE if self.bad & set(task.ids) else TaskState.SUCCESS
-        return TaskStatus(state=task.state, raw_state=task.state.value, tracking_id=tracking_id)
+        link = None
+        if task.kind == "retrieval" and task.state is TaskState.SUCCESS:
+            link = SecretStr(f"https://export.example/{tracking_id}?signature=x")
+        return TaskStatus(
+            state=task.state, raw_state=task.state.value, tracking_id=tracking_id, result_link=link
+        )
 
     async def deletion_status(self, tracking_id: str) -> TaskStatus:
         await self._in_flight()

@@ -14,6 +14,7 @@ import pytest
 
 from mixpanel_dsr import receipts
 from mixpanel_dsr.engine.worker import FLUSH_CONCURRENCY
+from mixpanel_dsr.mixpanel.types import TaskState
 from tests.unit.engine_fakes import NS, Crash, World
 
 KEY = b"installation-key"
@@ -468,3 +469,34 @@ async def test_failing_status_checks_back_off_and_say_so_on_the_task_until_they_
     assert "message" not in task["status"] or not task["status"]["message"].startswith(
         "status checks fail"
     )
+
+
+async def test_a_retrieval_found_finished_before_its_request_is_listed_keeps_its_link() -> None:
+    """After a restart the first status check of a retrieval can come before kopf hands its
+    request in: the task is not recorded done with its link nowhere; it is asked again and
+    the link lands in the request's Secret (found by make chaos: 1-10 of 100 lost)."""
+    world = World()
+    world.kube.add_request(
+        NS, "export-1",
+        {"projectRef": {"name": "proj"}, "type": "Retrieval", "distinctIds": ["person-x"]},
+    )  # fmt: skip
+    await world.boot()
+    for _ in range(120):
+        await world.run(1, until_finished=False)
+        if any(t.state is TaskState.STARTED for t in world.mixpanel.tasks.values()):
+            break
+    (tracking_id,) = world.mixpanel.tasks
+    assert world.mixpanel.tasks[tracking_id].state is TaskState.STARTED
+    # A new process; kopf has listed nothing yet when the task's next check says SUCCESS.
+    await world.boot(listed=0)
+    listing, world.late = world.late, []
+    await world.run(20, until_finished=False)
+    assert world.mixpanel.tasks[tracking_id].state is TaskState.SUCCESS
+    (task,) = world.kube.tasks.values()
+    assert task["status"]["phase"] != "Succeeded"  # not done while its link has no home
+    world.late = listing
+    await world.run(300)
+    status = world.kube.requests[(NS, "export-1")]["status"]
+    assert status["phase"] == "Succeeded"
+    secret = world.kube.secrets[(NS, status["resultSecretRef"]["name"])]
+    assert secret["link"].startswith(f"https://export.example/{tracking_id}")

@@ -112,6 +112,8 @@ class LiveTask(Task):
     cancel_refused: bool = False
     #: Its status differs from what the API server holds (a write failed): write it again.
     unsaved: bool = False
+    #: Monotonic time a finished retrieval began waiting for its request to store its link.
+    export_wait_since: float | None = None
 
     def ref(self) -> dict[str, Any]:
         return {

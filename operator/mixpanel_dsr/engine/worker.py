@@ -81,6 +81,8 @@ TOKEN_CACHE_SECONDS = 5.0
 STATUS_WRITE_SECONDS = 5.0
 #: Request status writes in flight at once (the Kubernetes client has 8 threads).
 FLUSH_CONCURRENCY = 8
+#: Longest a finished retrieval waits for its request (after a restart) to store its link.
+EXPORT_WAIT_MAX = 3600.0
 #: The start of a task's message while its status checks fail.
 CHECKS_FAIL = "status checks fail"
 #: How often finished tasks are checked against --task-retention.
@@ -861,8 +863,13 @@ async def _poll_one(engine: Engine, project: Project) -> bool:
     if new is None:
         return True
     link = answer.result_link.get_secret_value() if answer.result_link else None
+    stored = True
     if link and state is TaskState.SUCCESS and not task.is_deletion:
-        await _store_export(engine, project, task, link)
+        stored = await _store_export(engine, project, task, link)
+    if not stored:
+        # Not recorded done with its link nowhere: asked again once the request is here.
+        task.next_check = engine.clock() + engine.settings.retry_interval
+        return True
     task.status = new
     await _save(engine, task)
     if task.phase is not before:
@@ -890,12 +897,27 @@ def _poll_pace(engine: Engine, project: Project, task: LiveTask) -> tuple[float,
     return settings.poll_initial, settings.poll_factor, settings.poll_max
 
 
-async def _store_export(engine: Engine, project: Project, task: LiveTask, link: str) -> None:
-    """The export link is personal data: into a Secret owned by the request, never status."""
+async def _store_export(engine: Engine, project: Project, task: LiveTask, link: str) -> bool:
+    """The export link is personal data: into a Secret owned by the request, never status.
+
+    False when the request is not known yet (just after a restart, before kopf handed it in,
+    or its ids not read yet): nowhere to put the link, so the task is not recorded done and
+    the link is fetched again later. True when stored, or when nobody will want it."""
     member = task.spec.members[0]
-    request = engine.requests.get(f"{member.namespace}/{member.name}")
-    if request is None or request.uid != member.uid:
-        return
+    key = f"{member.namespace}/{member.name}"
+    request = engine.requests.get(key)
+    if request is None or request.uid != member.uid or request.ids is None:
+        done = engine.finished.get(key)
+        if member.uid in project.gone or (done is not None and done.uid == member.uid):
+            return True
+        since = task.export_wait_since = task.export_wait_since or engine.clock()
+        if engine.clock() - since < EXPORT_WAIT_MAX:
+            return False
+        log.error(
+            "task %s: no request %s to give its export link to after %.0fs; the link is "
+            "not kept", task.name, key, engine.clock() - since,
+        )  # fmt: skip
+        return True
     name = f"{request.name}-export"[:253]
     tracking_id = task.status.tracking_id
     data = {f"link-{tracking_id}": link}
@@ -913,6 +935,7 @@ async def _store_export(engine: Engine, project: Project, task: LiveTask, link: 
             request, "ExportReady", f"the export link is in Secret {name} (valid 14 days)"
         )
         engine.notify(request, NotificationEvent.EXPORT_READY, occasion=name, export_secret=name)
+    return True
 
 
 # ---------------------------------------------------------------------- credentials
