@@ -945,9 +945,11 @@ def _carry_out(world: World, crashes: list[str], log_start: int) -> Iterator[Run
     def before_restart() -> bool:
         token = by_id("token-secret-deleted").outcome
         assert isinstance(token, Recovers)
-        token_judged = "token-secret-deleted" in world.stalls or (
-            world.done("release-token-secret")
-            and world.since("token-secret-deleted") > token.within
+        # The task is released before the restart whatever happens: the operator may see the
+        # missing Secret before the token cache runs out (it reads the token ahead of a call).
+        token_judged = world.done("release-token-secret") and (
+            "token-secret-deleted" in world.stalls
+            or world.since("token-secret-deleted") > token.within
         )
         return (
             world.normals_done_at is not None
