@@ -116,20 +116,29 @@ class Cluster:
 
     def list_requests(self, namespace: str | None) -> list[dict[str, Any]]:
         """Every request in ``namespace``, or in every namespace when it is None."""
+        return self.list_objects(DSR_PLURAL, namespace)
+
+    def list_objects(
+        self, plural: str, namespace: str | None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of one of the group's kinds in ``namespace`` (None: in every
+        namespace), matching a label ``selector`` if given, read 500 at a time."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
             kw: dict[str, Any] = {"limit": 500, "_request_timeout": TIMEOUT}
             if token:
                 kw["_continue"] = token
+            if selector:
+                kw["label_selector"] = selector
             if namespace is None:
                 page = as_object(
-                    self.custom.list_cluster_custom_object(GROUP, VERSION, DSR_PLURAL, **kw)
+                    self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kw)
                 )
             else:
                 page = as_object(
                     self.custom.list_namespaced_custom_object(
-                        GROUP, VERSION, namespace, DSR_PLURAL, **kw
+                        GROUP, VERSION, namespace, plural, **kw
                     )
                 )
             items += page.get("items") or []

@@ -24,8 +24,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from mixpanel_dsr.api import GROUP, VERSION
-from mixpanel_dsr.plugin.cluster import TIMEOUT, Cluster, api_message, as_object
+from mixpanel_dsr.plugin.cluster import TIMEOUT, Cluster, api_message
 from mixpanel_dsr.plugin.core import PluginError, parse_time
 from mixpanel_dsr.receipts import Finding, find_id, verify
 
@@ -164,28 +163,7 @@ def describe(findings: Sequence[Finding]) -> str:
 
 
 def list_receipts(cluster: Cluster, namespace: str | None, selector: str | None) -> list[Any]:
-    items: list[Any] = []
-    token: str | None = None
-    while True:
-        kw: dict[str, Any] = {"limit": 500, "_request_timeout": TIMEOUT}
-        if token:
-            kw["_continue"] = token
-        if selector:
-            kw["label_selector"] = selector
-        if namespace is None:
-            page = as_object(
-                cluster.custom.list_cluster_custom_object(GROUP, VERSION, RECEIPT_PLURAL, **kw)
-            )
-        else:
-            page = as_object(
-                cluster.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, RECEIPT_PLURAL, **kw
-                )
-            )
-        items += page.get("items") or []
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return items
+    return cluster.list_objects(RECEIPT_PLURAL, namespace, selector)
 
 
 def read_key(cluster: Cluster | None, key_file: str | None, key_secret: str) -> bytes:
