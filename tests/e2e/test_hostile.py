@@ -1065,8 +1065,9 @@ def test_the_operator_never_crashed(run: Run) -> None:
     assert "Traceback" not in run.log, run.log[run.log.index("Traceback") - 2000 :][:6000]
     for failure in (" step failed", "housekeeping failed", "failed with an exception"):
         assert failure not in run.log
-    print(*run.world.notes, sep="\n")
-    assert run.seconds < 240, run.world.notes
+    # How long the corpus took is printed, not asserted (the machines are shared); the
+    # module's timeout bounds a hang.
+    print(*run.world.notes, f"corpus run: {run.seconds:.0f} s", sep="\n")
 
 
 def test_no_token_or_secret_value_in_status_events_or_log(run: Run) -> None:
