@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mixpanel_dsr.api import GROUP, VERSION
 from mixpanel_dsr.engine import Engine
+from mixpanel_dsr.engine.state import UNSETTLED_SELECTOR
 from mixpanel_dsr.engine.worker import run_worker
 from mixpanel_dsr.kube import Kube
 from mixpanel_dsr.settings import Settings
@@ -58,6 +59,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = Kube()
     engine = Engine(operator_settings, kube, worker=run_worker)
     engine.key = await _installation_key(kube, operator_settings)
+    if await _selectable_phase(kube, operator_settings):
+        # Settled requests (Succeeded, Cancelled) stay out of the watch: kopf would parse
+        # and remember every one, tens of thousands after a year, for nothing; the engine
+        # lists them itself (TTL, export links, metrics).
+        settings.watching.field_selectors[DSR] = UNSETTLED_SELECTOR
+        engine.watch_settled = False
     engine.start()
     memo["engine"] = engine
 
@@ -77,6 +84,24 @@ async def _installation_key(kube: Kube, settings: Settings) -> bytes:
             )  # fmt: skip
             await asyncio.sleep(KEY_RETRY_SECONDS)
     raise kopf.PermanentError(f"no installation key: {where} cannot be read or created")
+
+
+async def _selectable_phase(kube: Kube, settings: Settings) -> bool:
+    """Whether the API server can select requests by status.phase (Kubernetes >= 1.32 with
+    this release's CRDs); if not, every request stays in the watch, as before."""
+    namespace = settings.watched_namespaces[0] if settings.watched_namespaces else None
+    try:
+        await kube.list_requests(namespace, UNSETTLED_SELECTOR, limit=1)
+    except ApiException as err:
+        if err.status != 400:
+            raise
+        log.warning(
+            "the API server cannot select DataSubjectRequests by status.phase (HTTP 400: "
+            "Kubernetes older than 1.32, or CRDs older than this release): finished requests "
+            "stay in the watch, and the operator's memory grows with them"
+        )
+        return False
+    return True
 
 
 @kopf.on.cleanup(registry=registry)
@@ -99,7 +124,10 @@ async def request_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
     """Created, changed, listed after a restart, or deleted (the engine cancels its live
     deletions; a request deleted while the operator was down is found through the ledger)."""
     body = dict(event["object"])
-    if event["type"] == "DELETED":
-        _engine(memo).request_deleted(body)
+    engine = _engine(memo)
+    if event["type"] != "DELETED":
+        await engine.upsert_request(body)
+    elif not engine.watch_settled:
+        await engine.request_out_of_watch(body)  # deleted, or settled: the engine finds out
     else:
-        await _engine(memo).upsert_request(body)
+        engine.request_deleted(body)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, cast
+from urllib.parse import quote, urlencode
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -52,57 +54,110 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+CORE = "/api/v1"
+OURS = f"/apis/{GROUP}/{VERSION}"
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _path(*parts: str) -> str:
+    return "/".join(quote(part, safe="") if i else part for i, part in enumerate(parts))
+
+
+def _custom_path(kind: str, namespace: str | None, name: str = "") -> str:
+    """The path of one of the group's objects (or, without a name, of its collection)."""
+    parts = [OURS] + (["namespaces", namespace] if namespace else []) + [PLURALS[kind]]
+    return _path(*parts, *([name] if name else []))
+
+
 class Kube:
-    """Async wrappers over the synchronous kubernetes client."""
+    """Async wrappers over the kubernetes client's ApiClient: plain REST calls with JSON
+    bodies. The client's typed API classes are not used: building their request
+    validators costs about 90 MiB (CoreV1Api alone 78), the larger part of the operator's
+    memory at rest (benchmarks/README.md)."""
 
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self._api = api_client or client.ApiClient()
-        self.core = client.CoreV1Api(self._api)
-        self.custom = client.CustomObjectsApi(self._api)
-        self.admission = client.AdmissionregistrationV1Api(self._api)
         # The engine's calls have threads of their own, so that they never queue in front
         # of the leader's Lease renewals (which use the loop's default executor).
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kube")
 
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    def _call_sync(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        _, url, headers, _, _ = self._api.param_serialize(
+            method, path, header_params=headers, auth_settings=["BearerToken"]
+        )
+        response = self._api.call_api(
+            method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT
+        )
+        data: bytes = response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(
+                http_resp=response, body=data.decode("utf-8", "replace"), data=None
+            )
+        return cast(dict[str, Any], json.loads(data)) if data else {}
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(
+            self._pool, lambda: self._call_sync(method, path, query, body, content_type)
+        )
 
     # ------------------------------------------------------------------ the installation key
 
     async def installation_key(self, namespace: str, name: str) -> bytes:
         """The key that digests of ids are made with: read from its Secret, created (random,
         32 bytes) on first start. Never logged."""
+        path = _path(CORE, "namespaces", namespace, "secrets", name)
         try:
-            secret = await self._run(self.core.read_namespaced_secret, name, namespace)
-            return base64.b64decode((secret.data or {})["key"])
+            secret = await self._call("GET", path)
+            return base64.b64decode((secret.get("data") or {})["key"])
         except ApiException as err:
             if err.status != 404:
                 raise
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(
-                name=name,
-                namespace=namespace,
-                labels={"app.kubernetes.io/managed-by": FIELD_MANAGER},
-            ),
-            type="Opaque",
-            data={"key": base64.b64encode(secrets.token_bytes(32)).decode()},
-        )
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER},
+            },
+            "type": "Opaque",
+            "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
+        }
         try:
-            await self._run(self.core.create_namespaced_secret, namespace, body)
+            await self._call("POST", _path(CORE, "namespaces", namespace, "secrets"), body=body)
         except ApiException as err:
             if err.status != 409:  # another replica made it first: read theirs
                 raise
-        secret = await self._run(self.core.read_namespaced_secret, name, namespace)
-        return base64.b64decode((secret.data or {})["key"])
+        secret = await self._call("GET", path)
+        return base64.b64decode((secret.get("data") or {})["key"])
 
     # ------------------------------------------------------------------ Secrets
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """The decoded value of one key of a Secret; :class:`SecretProblem` if unreadable."""
         try:
-            secret = await self._run(self.core.read_namespaced_secret, name, namespace)
+            secret = await self._call("GET", _path(CORE, "namespaces", namespace, "secrets", name))
         except ApiException as err:
             if err.status == 404:
                 raise SecretProblem(
@@ -115,7 +170,7 @@ class Kube:
             raise SecretProblem(
                 "SecretUnreadable", f"reading Secret {namespace}/{name}: HTTP {err.status}"
             ) from None
-        data = secret.data or {}
+        data = secret.get("data") or {}
         if key not in data:
             raise SecretProblem(
                 "SecretKeyNotFound", f"Secret {namespace}/{name} has no key {key!r}"
@@ -133,36 +188,41 @@ class Kube:
         """Create a Secret owned by ``owner`` (its namespace, an ownerReference), or add
         ``data`` to it when it exists."""
         meta = owner["metadata"]
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(
-                name=name,
-                namespace=meta["namespace"],
-                labels=labels,
-                owner_references=[
-                    client.V1OwnerReference(
-                        api_version=API_VERSION,
-                        kind="DataSubjectRequest",
-                        name=meta["name"],
-                        uid=meta["uid"],
-                        controller=True,
-                        block_owner_deletion=True,
-                    )
+        namespace = meta["namespace"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "ownerReferences": [
+                    {
+                        "apiVersion": API_VERSION,
+                        "kind": "DataSubjectRequest",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
                 ],
-            ),
-            type="Opaque",
-            string_data=data,
-        )
+            },
+            "type": "Opaque",
+            "stringData": data,
+        }
         try:
-            await self._run(self.core.create_namespaced_secret, meta["namespace"], body)
+            await self._call("POST", _path(CORE, "namespaces", namespace, "secrets"), body=body)
         except ApiException as err:
             if err.status != 409:
                 raise
-            patch = {"stringData": data}
-            await self._run(self.core.patch_namespaced_secret, name, meta["namespace"], patch)
+            await self._call(
+                "PATCH", _path(CORE, "namespaces", namespace, "secrets", name),
+                body={"stringData": data}, content_type=MERGE_PATCH,
+            )  # fmt: skip
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         try:
-            await self._run(self.core.delete_namespaced_secret, name, namespace)
+            await self._call("DELETE", _path(CORE, "namespaces", namespace, "secrets", name))
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -172,38 +232,23 @@ class Kube:
     async def get_project(
         self, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
+        scope = None if kind == "ClusterMixpanelProject" else namespace
         try:
-            if kind == "ClusterMixpanelProject":
-                obj = await self._run(
-                    self.custom.get_cluster_custom_object, GROUP, VERSION, PLURALS[kind], name
-                )
-            else:
-                obj = await self._run(
-                    self.custom.get_namespaced_custom_object,
-                    GROUP, VERSION, namespace, PLURALS[kind], name,
-                )  # fmt: skip
+            return await self._call("GET", _custom_path(kind, scope, name))
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return cast(dict[str, Any], obj)
 
     async def patch_status(
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
     ) -> bool:
         """Merge-patch ``status``; False when the object is gone."""
-        body = {"status": status}
         try:
-            if namespace is None:
-                await self._run(
-                    self.custom.patch_cluster_custom_object_status,
-                    GROUP, VERSION, PLURALS[kind], name, body,
-                )  # fmt: skip
-            else:
-                await self._run(
-                    self.custom.patch_namespaced_custom_object_status,
-                    GROUP, VERSION, namespace, PLURALS[kind], name, body,
-                )  # fmt: skip
+            await self._call(
+                "PATCH", _custom_path(kind, namespace, name) + "/status",
+                body={"status": status}, content_type=MERGE_PATCH,
+            )  # fmt: skip
         except ApiException as err:
             if err.status == 404:
                 return False
@@ -214,7 +259,7 @@ class Kube:
         """Whether the ValidatingAdmissionPolicyBinding ``name`` exists (it enforces who may
         set requestedBy and approvedBy)."""
         try:
-            await self._run(self.admission.read_validating_admission_policy_binding, name)
+            await self._call("GET", _path(ADMISSION, "validatingadmissionpolicybindings", name))
         except ApiException as err:
             if err.status in (403, 404):
                 return False
@@ -224,35 +269,62 @@ class Kube:
     async def namespace_labels(self, name: str) -> dict[str, str] | None:
         """A namespace's labels; None when it does not exist."""
         try:
-            ns = await self._run(self.core.read_namespace, name)
+            ns = await self._call("GET", _path(CORE, "namespaces", name))
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return dict(ns.metadata.labels or {})
+        return dict((ns.get("metadata") or {}).get("labels") or {})
 
     async def get_request(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj = await self._run(
-                self.custom.get_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURALS["DataSubjectRequest"], name,
-            )  # fmt: skip
+            return await self._call("GET", _custom_path("DataSubjectRequest", namespace, name))
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return cast(dict[str, Any], obj)
+
+    async def list_requests(
+        self,
+        namespace: str | None,
+        field_selector: str,
+        continue_token: str | None = None,
+        *,
+        limit: int = 500,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page (500) of the requests of a namespace (None: of every namespace) that
+        ``field_selector`` picks, and the token of the next page ("" after the last)."""
+        return await self._page(
+            "DataSubjectRequest", namespace, continue_token, field_selector, limit
+        )
+
+    async def _page(
+        self,
+        kind: str,
+        namespace: str | None,
+        continue_token: str | None,
+        field_selector: str | None = None,
+        limit: int = 500,
+    ) -> tuple[list[dict[str, Any]], str]:
+        query: dict[str, Any] = {"limit": limit}
+        if continue_token:
+            query["continue"] = continue_token
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        found = await self._call("GET", _custom_path(kind, namespace), query)
+        return list(found.get("items") or []), str(
+            (found.get("metadata") or {}).get("continue") or ""
+        )
 
     # ------------------------------------------------------------------ the ledger
 
     async def list_tasks(self, namespace: str, kind: str, project: str) -> list[dict[str, Any]]:
         """Every MixpanelTask of one project (one LIST, whatever their number)."""
         selector = f"{PROJECT_KIND_LABEL}={kind},{PROJECT_NAME_LABEL}={project}"
-        found = await self._run(
-            self.custom.list_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURALS["MixpanelTask"], label_selector=selector,
-        )  # fmt: skip
-        return cast(list[dict[str, Any]], found.get("items", []))
+        found = await self._call(
+            "GET", _custom_path("MixpanelTask", namespace), {"labelSelector": selector}
+        )
+        return cast(list[dict[str, Any]], found.get("items") or [])
 
     async def create_task(
         self, namespace: str, name: str, kind: str, project: str, spec: dict[str, Any]
@@ -272,11 +344,7 @@ class Kube:
             },
             "spec": spec,
         }
-        made = await self._run(
-            self.custom.create_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURALS["MixpanelTask"], body,
-        )  # fmt: skip
-        return cast(dict[str, Any], made)
+        return await self._call("POST", _custom_path("MixpanelTask", namespace), body=body)
 
     # ------------------------------------------------------------------ receipts
 
@@ -296,10 +364,9 @@ class Kube:
             "spec": spec,
         }
         try:
-            await self._run(
-                self.custom.create_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURALS["DataSubjectRequestReceipt"], body,
-            )  # fmt: skip
+            await self._call(
+                "POST", _custom_path("DataSubjectRequestReceipt", namespace), body=body
+            )
         except ApiException as err:
             if err.status == 409:
                 return False
@@ -311,22 +378,7 @@ class Kube:
     ) -> tuple[list[Any], str]:
         """One page (500) of the receipts of a namespace (None: of every namespace), and the
         token of the next page ("" after the last)."""
-        page: dict[str, Any] = {"limit": 500}
-        if continue_token:
-            page["_continue"] = continue_token
-        plural = PLURALS["DataSubjectRequestReceipt"]
-        if namespace is None:
-            found = await self._run(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, plural, **page
-            )
-        else:
-            found = await self._run(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                **page,
-            )  # fmt: skip
-        return list(found.get("items", [])), str(
-            (found.get("metadata") or {}).get("continue") or ""
-        )
+        return await self._page("DataSubjectRequestReceipt", namespace, continue_token)
 
     async def delete_receipt(self, namespace: str, name: str) -> None:
         await self._delete("DataSubjectRequestReceipt", namespace, name)
@@ -340,10 +392,7 @@ class Kube:
     async def _delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete one of the group's namespaced objects; gone already is fine."""
         try:
-            await self._run(
-                self.custom.delete_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURALS[kind], name,
-            )  # fmt: skip
+            await self._call("DELETE", _custom_path(kind, namespace, name))
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -358,29 +407,32 @@ class Kube:
         # An Event about a cluster-scoped object (a ClusterMixpanelProject) must live in
         # "default", as client-go puts it; the API server refuses any other with 422.
         namespace = meta.get("namespace") or "default"
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=obj.get("apiVersion", API_VERSION),
-                kind=obj.get("kind"),
-                name=meta["name"],
-                namespace=meta.get("namespace"),
-                uid=meta.get("uid"),
-                resource_version=meta.get("resourceVersion"),
-            ),
-            reason=reason,
-            message=message[:1024],
-            type="Warning" if warning else "Normal",
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=client.V1EventSource(component=FIELD_MANAGER),
-            reporting_component=FIELD_MANAGER,
-            reporting_instance=FIELD_MANAGER,
-        )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved = {
+            "apiVersion": obj.get("apiVersion", API_VERSION),
+            "kind": obj.get("kind"),
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+            "involvedObject": {k: v for k, v in involved.items() if v is not None},
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+        }
         try:
-            await self._run(self.core.create_namespaced_event, namespace, body)
+            await self._call("POST", _path(CORE, "namespaces", namespace, "events"), body=body)
         except ApiException as err:
             log.warning(
                 "could not record Event %s on %s: HTTP %s", reason, meta["name"], err.status

@@ -405,6 +405,60 @@ def test_finished_requests_are_removed_after_their_ttl(scenario: Scenario, kube:
     wait_until(gone, timeout=90, what="request deleted after its TTL")
 
 
+def _metric_succeeded(operator: Operator) -> int | None:
+    for line in operator.metrics().splitlines():
+        if line.startswith('mixpanel_dsr_requests{phase="Succeeded"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return None
+
+
+def test_settled_requests_leave_the_watch_and_are_still_served_after_a_restart(
+    scenario: Scenario, operator: Operator, kube: Kube
+) -> None:
+    """Succeeded requests are out of kopf's watch (a field selector on status.phase, so
+    memory does not grow with them): after a restart the engine knows them from its own
+    listing, counts them, and a TTL set while it was down still removes one."""
+    scenario.project()
+    scenario.request("settled-a", ["settled-1"])
+    scenario.request("settled-b", ["settled-2"])
+    finished(scenario, "settled-a", "settled-b")
+    ns = scenario.namespace
+    # People can select by phase too (the CRD's selectable field).
+    listed = kube.run(
+        "get", "dsr", "-n", ns, "--field-selector", "status.phase=Succeeded", "-o", "name"
+    ).stdout.split()
+    assert sorted(listed) == [
+        "datasubjectrequest.mixpaneldsr.io/settled-a",
+        "datasubjectrequest.mixpaneldsr.io/settled-b",
+    ]
+
+    def in_cluster() -> int:
+        out = kube.run(
+            "get", "dsr", "-A", "--field-selector", "status.phase=Succeeded", "-o", "name"
+        ).stdout
+        return len(out.split())
+
+    operator.kill(signal.SIGKILL)
+    kube.run(
+        "patch", "dsr", "settled-b", "-n", ns, "--type=merge",
+        "-p", '{"spec":{"ttlSecondsAfterFinished":1}}',
+    )  # fmt: skip
+    operator.start()
+
+    def gone() -> bool:
+        result = kube.run("get", "dsr", "settled-b", "-n", ns, check=False)
+        return result.returncode != 0 and "NotFound" in result.stderr
+
+    wait_until(gone, timeout=90, what="the settled request deleted after its TTL")
+    wait_until(
+        lambda: _metric_succeeded(operator) == in_cluster(),
+        timeout=60,
+        what="the Succeeded gauge counting every Succeeded request in the cluster",
+    )
+    assert scenario.phase("settled-a") == "Succeeded"
+    assert "settled requests" in operator.log_tail(400)
+
+
 def test_metrics_and_logs_hold_counts_not_personal_data(
     scenario: Scenario, operator: Operator
 ) -> None:

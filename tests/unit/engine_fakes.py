@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
 from mixpanel_dsr.engine import Engine
-from mixpanel_dsr.engine.state import Project
+from mixpanel_dsr.engine.state import SETTLED, Project
 from mixpanel_dsr.engine.worker import step
 from mixpanel_dsr.kube import SecretProblem
 from mixpanel_dsr.mixpanel.errors import ConflictError, NotCancellableError, NotFoundError
@@ -230,6 +230,32 @@ class MemoryKube:
     async def delete_receipt(self, namespace: str, name: str) -> None:
         self.receipts.pop((namespace, name), None)
 
+    async def list_requests(
+        self,
+        namespace: str | None,
+        field_selector: str,
+        continue_token: str | None = None,
+        *,
+        limit: int = 500,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The API server's field selection on status.phase ("=" and "!=", joined by ","),
+        in pages of ``limit``. A read: not a step a kill is aimed after."""
+        rules = [
+            (path.rstrip("!"), value, path.endswith("!"))
+            for path, value in (part.split("=", 1) for part in field_selector.split(","))
+        ]
+        found = []
+        for (ns, _), body in sorted(self.requests.items()):
+            phase = (body.get("status") or {}).get("phase", "")
+            if namespace not in (None, ns):
+                continue
+            if all((phase != value) == negated for _, value, negated in rules):
+                found.append(body)
+        start = int(continue_token or 0)
+        page = found[start : start + limit]
+        following = start + limit if start + limit < len(found) else 0
+        return copy.deepcopy(page), str(following or "")
+
     async def event(
         self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None:
@@ -410,7 +436,15 @@ class World:
         self.restarts += 1
         for body in self.kube.projects.values():
             await engine.upsert_project(copy.deepcopy(body))
-        bodies = list(self.kube.requests.values())
+        # As handlers.py sets it up: kopf's watch leaves settled requests out (a field
+        # selector on status.phase); the engine lists those itself.
+        engine.watch_settled = False
+        await engine.list_settled()
+        bodies = [
+            b
+            for b in self.kube.requests.values()
+            if (b.get("status") or {}).get("phase") not in {p.value for p in SETTLED}
+        ]
         self.late = bodies[len(bodies) // 2 :] if self.restarts > 1 else []
         if listed is not None:
             self.late = bodies[listed:]

@@ -166,6 +166,7 @@ def _crd(
     columns: list[Schema],
     status: bool = True,
     categories: tuple[str, ...] = ("privacy",),
+    selectable: tuple[str, ...] = (),
 ) -> Schema:
     version: Schema = {
         "name": VERSION,
@@ -175,6 +176,8 @@ def _crd(
         "additionalPrinterColumns": columns,
         "schema": {"openAPIV3Schema": _root_schema(model)},
     }
+    if selectable:
+        version["selectableFields"] = [{"jsonPath": path} for path in selectable]
     if not status:
         del version["subresources"]
     return {
@@ -210,6 +213,9 @@ def all_crds() -> dict[str, Schema]:
             short="dsr",
             scope="Namespaced",
             columns=_DSR_COLUMNS,
+            # The operator watches only unsettled requests (a field selector on the phase),
+            # and `kubectl get dsr --field-selector status.phase=Failed` works for people.
+            selectable=(".status.phase",),
         ),
         "mixpanelprojects.yaml": _crd(
             MixpanelProject,

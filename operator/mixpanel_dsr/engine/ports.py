@@ -54,6 +54,10 @@ class KubePort(Protocol):
         self, namespace: str | None, continue_token: str | None = None
     ) -> tuple[list[Any], str]: ...
 
+    async def list_requests(
+        self, namespace: str | None, field_selector: str, continue_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
     async def delete_receipt(self, namespace: str, name: str) -> None: ...
 
     async def event(

@@ -34,6 +34,7 @@ from mixpanel_dsr.engine.receipts import issue as issue_receipt
 from mixpanel_dsr.engine.receipts import sweep as sweep_receipts
 from mixpanel_dsr.engine.state import (
     FINISHED,
+    SETTLED,
     Finished,
     Project,
     ProjectKey,
@@ -67,6 +68,25 @@ def _parse_time(value: str | None) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def finished_of(body: dict[str, Any]) -> Finished:
+    """What the engine keeps of a finished request, read straight from the object (a listing
+    of tens of thousands is not worth a model validation each)."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    status = body.get("status") or {}
+    completed = status.get("completionTime")
+    secret = (status.get("resultSecretRef") or {}).get("name")
+    return Finished(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        phase=Phase(status["phase"]),
+        completion_time=_parse_time(completed) if completed else None,
+        ttl=spec.get("ttlSecondsAfterFinished"),
+        result_secret=secret,
+        retried=(status.get("lastRetry") or {}).get("token"),
+    )
+
+
 def project_key_of(spec_ref_kind: str, namespace: str, name: str) -> ProjectKey:
     if spec_ref_kind == "ClusterMixpanelProject":
         return ("ClusterMixpanelProject", None, name)
@@ -84,6 +104,11 @@ CALLBACK_PHASES: dict[RequestStatus, frozenset[TaskPhase]] = {
 MAX_KEPT_ANNOTATION = 1024
 #: How often receipts past their retention are looked for.
 RECEIPT_SWEEP_SECONDS = 3600.0
+#: How often the settled requests are listed again (kopf's watch does not deliver them):
+#: a settled request deleted by hand, or a TTL changed on one, is seen within this.
+SETTLED_RELIST_SECONDS = 600.0
+#: Reads of a request that left the watch before it is left as it is.
+OUT_OF_WATCH_READS = 4
 
 
 def _metadata_maps(meta: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
@@ -146,6 +171,13 @@ class Engine:
         self.last_new_request: float | None = None
         #: Namespace -> (its labels or None when gone, monotonic time read).
         self.namespace_labels: dict[str, tuple[dict[str, str] | None, float]] = {}
+        #: Whether the settled requests (Succeeded, Cancelled) have been listed once: kopf's
+        #: watch leaves them out (``watch_settled`` False), so until then the engine does not
+        #: know them. Monotonic time of the last listing.
+        self.settled_listed_at: float | None = None
+        #: Whether kopf's watch delivers settled requests too (no field selector: an API
+        #: server without selectable fields on DataSubjectRequest); then no listing is needed.
+        self.watch_settled = True
         self._worker = worker
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
@@ -368,6 +400,90 @@ class Engine:
         project.dirty.add(key)
         project.wake.set()
 
+    async def request_out_of_watch(self, body: dict[str, Any]) -> None:
+        """kopf's watch, field-selected on status.phase, dropped a request: either it was
+        deleted, or it settled (Succeeded or Cancelled). The event cannot tell: the API
+        server sends the object as it was before, while it still matched. The common case
+        is the engine's own settling write, known without a call; otherwise the request is
+        read again to decide."""
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        key = f"{namespace}/{name}"
+        live = self.requests.get(key)
+        if live is not None and live.uid == uid and live.status.phase in SETTLED:
+            return  # this engine's settling write: the request is retired right after it
+        done = self.finished.get(key)
+        if done is not None and done.uid == uid and done.phase in SETTLED:
+            return  # retired already
+        fresh: dict[str, Any] | None = None
+        for attempt in range(OUT_OF_WATCH_READS):
+            try:
+                fresh = await self.kube.get_request(namespace, name)
+                break
+            except Exception as err:
+                if attempt + 1 == OUT_OF_WATCH_READS:
+                    # Unknown: keep it as it is rather than cancel a request that may well
+                    # exist; a status write that finds it gone forgets it then.
+                    log.warning(
+                        "request %s left the watch and cannot be read (%s): kept as it is",
+                        key, type(err).__name__,
+                    )  # fmt: skip
+                    return
+                await asyncio.sleep(2.0**attempt)
+        if fresh is None or fresh["metadata"].get("uid") != uid:
+            self.request_deleted(body)
+            return
+        phase = (fresh.get("status") or {}).get("phase")
+        if phase in {p.value for p in SETTLED}:
+            if live is not None and live.uid == uid:
+                self._forget_live(live)
+            self.finished[key] = finished_of(fresh)
+        else:
+            await self.upsert_request(fresh)
+
+    def _forget_live(self, request: Request) -> None:
+        """Another writer settled a request this engine held live (another replica)."""
+        self.requests.pop(request.key, None)
+        project = self.projects.get(request.project)
+        if project is not None:
+            for members in (project.members, project.waiting, project.dirty, project.unresolved):
+                members.discard(request.key)
+
+    async def list_settled(self) -> None:
+        """List the settled requests (kopf's watch leaves them out) into ``finished``: at
+        start, and every ``SETTLED_RELIST_SECONDS`` to notice those deleted by hand and TTL
+        changes. A page of 500 at a time; what was finished before the listing and is not in
+        it is gone."""
+        started = self.clock()
+        before = {k for k, f in self.finished.items() if f.phase in SETTLED}
+        seen: set[str] = set()
+        scopes: list[str | None] = list(self.settings.watched_namespaces) or [None]
+        for namespace in scopes:
+            for phase in sorted(SETTLED):
+                token: str | None = None
+                while True:
+                    items, token = await self.kube.list_requests(
+                        namespace, f"status.phase={phase.value}", token
+                    )
+                    for item in items:
+                        meta = item["metadata"]
+                        key = f"{meta['namespace']}/{meta['name']}"
+                        live = self.requests.get(key)
+                        if live is not None and live.uid == meta["uid"]:
+                            continue
+                        self.finished[key] = finished_of(item)
+                        seen.add(key)
+                    del items
+                    if not token:
+                        break
+        for key in before - seen:
+            self.finished.pop(key, None)
+        self.settled_listed_at = started
+        log.info(
+            "listed %d settled requests in %.1fs (%d no longer there)",
+            len(seen), self.clock() - started, len(before - seen),
+        )  # fmt: skip
+
     def request_deleted(self, body: dict[str, Any]) -> None:
         """The request is gone: its live tasks are cancelled where Mixpanel still allows."""
         meta = body["metadata"]
@@ -517,6 +633,8 @@ class Engine:
             "DataSubjectRequest", request.namespace, request.name, after.to_wire()
         )
         if not written:
+            # Gone (404): deleted while the engine held it; its live tasks are cancelled.
+            self.request_deleted(request.ref())
             return
         await self._announce(request, before, after)
         if after.phase in FINISHED:
@@ -702,6 +820,11 @@ class Engine:
         next_sweep = self.clock() + 60.0
         while True:
             try:
+                listed = self.settled_listed_at
+                if not self.watch_settled and (
+                    listed is None or self.clock() - listed >= SETTLED_RELIST_SECONDS
+                ):
+                    await self.list_settled()
                 await self.refresh()
                 if self.clock() >= next_sweep:
                     next_sweep = self.clock() + RECEIPT_SWEEP_SECONDS

@@ -27,6 +27,11 @@ from mixpanel_dsr.progress import Blocker
 
 ProjectKey = tuple[str, str | None, str]
 FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+#: Finished for good: nothing a person does brings them back (a Failed request can be retried).
+#: They are kept out of kopf's watch (a field selector on status.phase) and read by a listing.
+SETTLED = frozenset({Phase.SUCCEEDED, Phase.CANCELLED})
+#: The watch's field selector: every request but the settled ones.
+UNSETTLED_SELECTOR = ",".join(f"status.phase!={p.value}" for p in sorted(SETTLED))
 
 
 def project_label(key: ProjectKey) -> str:
@@ -82,9 +87,10 @@ class Request:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Finished:
-    """A finished request: all the engine keeps of it (for TTL and metrics)."""
+    """A finished request: all the engine keeps of it (for TTL, export links and metrics);
+    small, as there may be tens of thousands."""
 
     namespace: str
     name: str
