@@ -46,7 +46,7 @@ def test_every_example_manifest_applies(kube: Kube) -> None:
     assert erase["spec"]["projectRef"]["kind"] == "MixpanelProject"
     project = kube.get("mpp", "web-us", "privacy")
     assert project["spec"]["maxIdsPerRequest"] == 2000
-    assert project["spec"]["requestInterval"] == "1200ms"
+    assert project["spec"]["requestInterval"] == "1100ms"
 
 
 def _is_manifest(path) -> bool:  # type: ignore[no-untyped-def]

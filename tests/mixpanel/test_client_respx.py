@@ -822,7 +822,7 @@ def test_default_budget_shared_per_project_token() -> None:
         assert a.budget is b.budget is d.budget
         assert a.budget is not c.budget
         assert a.budget.interval == 2.5
-        assert c.budget.interval == 1.2
+        assert c.budget.interval == 1.1
     finally:
         default_registry.clear()
 

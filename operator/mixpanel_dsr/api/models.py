@@ -202,7 +202,7 @@ class MixpanelProjectSpec(Model):
         "TokenExpiring condition and metric.",
     )
     request_interval: str = Field(
-        default="1200ms",
+        default="1100ms",
         pattern=GO_DURATION,
         max_length=32,
         description="Least time between two calls for this project token (creates, status "
