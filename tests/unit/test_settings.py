@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from mixpanel_dsr.cli import build_parser, settings_from
+from mixpanel_dsr.cli import build_parser, configure_logging, settings_from
 from mixpanel_dsr.mixpanel.types import REGION_BASE_URLS, Region
 from mixpanel_dsr.settings import parse_duration, parse_region_urls
 
@@ -59,3 +61,22 @@ def test_defaults_suit_production() -> None:
     assert settings.poll_initial == 60
     assert settings.poll_max == 6 * 3600
     assert settings.max_attempts == 3
+
+
+def test_kopf_s_per_event_lines_are_kept_out_of_the_log_unless_debugging() -> None:
+    """kopf writes "Handler 'request_event' succeeded." for each event, status echoes
+    included: two lines per request for nothing. Its warnings still show."""
+    kopf_log = logging.getLogger("kopf.objects")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, kopf_log.level)
+    try:
+        configure_logging("text", "info")
+        assert not kopf_log.isEnabledFor(logging.INFO)
+        assert kopf_log.isEnabledFor(logging.WARNING)
+        kopf_log.setLevel(logging.NOTSET)
+        configure_logging("json", "debug")
+        assert kopf_log.isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:], _, _ = saved
+        root.setLevel(saved[1])
+        kopf_log.setLevel(saved[2])
