@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
+from mixpanel_dsr import memory
 from mixpanel_dsr.api.models import Phase
 from mixpanel_dsr.engine.registry import SETTLED_RELIST_SECONDS, finished_of
 from mixpanel_dsr.engine.state import UNSETTLED_SELECTOR
@@ -103,3 +106,41 @@ async def test_settled_requests_are_listed_in_pages() -> None:
     engine = await world.boot()
     assert len(engine.finished) == 1203
     assert sum(f.phase is Phase.CANCELLED for f in engine.finished.values()) == 401
+
+
+async def test_memory_is_given_back_after_a_burst_not_after_every_request() -> None:
+    world = World()
+    await finish(world, "a", "b")
+    engine = world.engine
+    assert engine is not None
+    assert engine.retired_since_give_back == 2
+    assert engine._give_back_due()  # the working set is empty: the burst is over
+    engine.gave_back_at = world.clock.monotonic()
+    assert not engine._give_back_due()  # not twice within GIVE_BACK_EVERY
+    world.clock.advance(31)
+    world.deletion("live", ["person-live"])
+    await world.deliver(world.kube.requests[(NS, "live")])
+    assert not engine._give_back_due()  # requests still live, and only 2 retired
+    engine.retired_since_give_back = 500
+    assert engine._give_back_due()
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(memory._TRIM is None, reason="no glibc malloc_trim here")
+def test_give_back_returns_the_pages_of_a_fragmented_heap() -> None:
+    """Freed objects leave their pages with the allocator (a few survivors pin the heap's
+    top); give_back() returns them to the system."""
+    blocks = [bytes(4000) for _ in range(30_000)]  # ~115 MiB, from glibc's heap
+    keep = blocks[::200]
+    del blocks
+    held = _rss_mib()
+    assert memory.give_back()
+    assert _rss_mib() < held - 50, (held, _rss_mib())
+    assert len(keep) == 150

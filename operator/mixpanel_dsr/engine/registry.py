@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from mixpanel_dsr import metrics
+from mixpanel_dsr import memory, metrics
 from mixpanel_dsr.api import GROUP
 from mixpanel_dsr.api.models import (
     NEVER_COPIED,
@@ -109,6 +109,9 @@ RECEIPT_SWEEP_SECONDS = 3600.0
 SETTLED_RELIST_SECONDS = 600.0
 #: Reads of a request that left the watch before it is left as it is.
 OUT_OF_WATCH_READS = 4
+#: Requests retired since memory was last given back that make it worth doing again.
+GIVE_BACK_AFTER = 500
+GIVE_BACK_EVERY = 30.0
 
 
 def _metadata_maps(meta: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
@@ -178,6 +181,9 @@ class Engine:
         #: Whether kopf's watch delivers settled requests too (no field selector: an API
         #: server without selectable fields on DataSubjectRequest); then no listing is needed.
         self.watch_settled = True
+        #: Requests retired since memory was last given back to the operating system.
+        self.retired_since_give_back = 0
+        self.gave_back_at = float("-inf")
         self._worker = worker
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=10.0),
@@ -680,6 +686,7 @@ class Engine:
             retried=status.last_retry.token if status.last_retry else None,
         )
         project.alive.add(request.uid)
+        self.retired_since_give_back += 1
 
     async def _announce(
         self, request: Request, before: DataSubjectRequestStatus, after: DataSubjectRequestStatus
@@ -826,6 +833,12 @@ class Engine:
                 ):
                     await self.list_settled()
                 await self.refresh()
+                if self._give_back_due():
+                    # A burst has finished: its memory goes back to the system, not kept at
+                    # the peak until a restart.
+                    self.retired_since_give_back = 0
+                    self.gave_back_at = self.clock()
+                    memory.give_back()
                 if self.clock() >= next_sweep:
                     next_sweep = self.clock() + RECEIPT_SWEEP_SECONDS
                     await sweep_receipts(self.kube, self.wall(), self.settings.watched_namespaces)
@@ -834,6 +847,14 @@ class Engine:
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(max(self.settings.tick, 5.0))
+
+    def _give_back_due(self) -> bool:
+        """After many requests retired, or the last of a burst; at most every
+        ``GIVE_BACK_EVERY`` seconds (a full collection of a large heap takes a while)."""
+        retired = self.retired_since_give_back
+        if not retired or self.clock() - self.gave_back_at < GIVE_BACK_EVERY:
+            return False
+        return retired >= GIVE_BACK_AFTER or not self.requests
 
     async def refresh(self) -> None:
         """Metrics, deadline conditions that move with time, and TTL removal."""
