@@ -391,7 +391,7 @@ class Engine:
             generation=generation,
             created=_parse_time(meta.get("creationTimestamp")),
             spec=parsed.spec,
-            status=status,
+            initial_status=status,
             project=project_key_of(
                 parsed.spec.project_ref.kind, meta["namespace"], parsed.spec.project_ref.name
             ),
@@ -416,7 +416,7 @@ class Engine:
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         key = f"{namespace}/{name}"
         live = self.requests.get(key)
-        if live is not None and live.uid == uid and live.status.phase in SETTLED:
+        if live is not None and live.uid == uid and live.phase in SETTLED:
             return  # this engine's settling write: the request is retired right after it
         done = self.finished.get(key)
         if done is not None and done.uid == uid and done.phase in SETTLED:
@@ -863,7 +863,7 @@ class Engine:
         risk = {"near": 0, "passed": 0}
         oldest = 0.0
         for request in list(self.requests.values()):
-            phase = request.status.phase or Phase.PENDING
+            phase = request.phase or Phase.PENDING
             phases[phase.value] += 1
             oldest = max(oldest, (now - request.received).total_seconds())
             due = self.deadline_of(request)

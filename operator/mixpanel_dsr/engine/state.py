@@ -7,7 +7,7 @@ listing, tasks from one LIST of MixpanelTask objects per project.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +50,7 @@ class Request:
     generation: int | None
     created: datetime
     spec: DataSubjectRequestSpec
-    status: DataSubjectRequestStatus
+    initial_status: InitVar[DataSubjectRequestStatus]
     project: ProjectKey
     ids: list[str] | None = None
     blocker: Blocker | None = None
@@ -65,6 +65,26 @@ class Request:
     #: The request's labels and (small) annotations, for its receipt to copy from.
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    #: The status as last written (or about to be), as its JSON: a live request's status
+    #: model with its conditions and task references takes some 5 KiB of objects, its JSON
+    #: under 1 KiB, and 10,000 requests can be live at once. Read through :attr:`status`.
+    _status_json: str = field(default="", init=False, repr=False)
+    #: The phase of that status, kept apart: the housekeeping pass reads it for every
+    #: request on every tick.
+    phase: Phase | None = field(default=None, init=False)
+
+    def __post_init__(self, initial_status: DataSubjectRequestStatus) -> None:
+        self.status = initial_status
+
+    @property
+    def status(self) -> DataSubjectRequestStatus:
+        """A fresh model of the status (change it by assigning a new one)."""
+        return DataSubjectRequestStatus.model_validate_json(self._status_json)
+
+    @status.setter
+    def status(self, value: DataSubjectRequestStatus) -> None:
+        self._status_json = value.model_dump_json(by_alias=True, exclude_none=True)
+        self.phase = value.phase
 
     @property
     def is_deletion(self) -> bool:
