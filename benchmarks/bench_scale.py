@@ -5,7 +5,8 @@ limit (1 accepted request/s per project) and lifecycle time scale ``--time-scale
 is PENDING 15 s, STAGING 15 s, STARTED 30 s, i.e. done in about a minute), and the operator
 (the e2e harness's, FAST_FLAGS plus ``--poll-initial``/``--poll-max`` suited to minute-long
 tasks), run from a snapshot of the work tree's ``operator/`` and ``crds/`` taken at the start
-(``--live``: the tree as it is). Every project has ``requestInterval: 1100ms``. Workloads:
+(``--live``: the tree as it is). Every project has ``requestInterval: 1100ms`` (the product's
+default). Workloads:
 
 - (a) N one-id deletions in one project, applied as fast as the API server takes them
   (``kubectl apply`` of v1 Lists of ``--chunk``, ``--parallel`` at once);
