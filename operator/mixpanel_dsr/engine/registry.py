@@ -372,16 +372,7 @@ class Engine:
             and not revive
         ):
             # Finished requests cost nothing: no ids read, no tally, no status write.
-            self.finished[key] = Finished(
-                namespace=meta["namespace"],
-                name=meta["name"],
-                uid=meta["uid"],
-                phase=status.phase,
-                completion_time=status.completion_time,
-                ttl=parsed.spec.ttl_seconds_after_finished,
-                result_secret=status.result_secret_ref.name if status.result_secret_ref else None,
-                retried=retried,
-            )
+            self.finished[key] = finished_of(body)
             return
         request = Request(
             key=key,
